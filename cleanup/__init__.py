@@ -1,0 +1,1 @@
+"""Decision rules, the sweep and its runs (issue: cleanup pipeline)."""

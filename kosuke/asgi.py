@@ -1,0 +1,11 @@
+"""ASGI entry point: the web process serves the app with an ASGI server."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kosuke.settings")
+
+application = get_asgi_application()

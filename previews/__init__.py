@@ -1,0 +1,1 @@
+"""Preview containers of chat sessions on a Docker engine (issue: previews)."""
