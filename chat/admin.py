@@ -1,0 +1,107 @@
+"""Admin for chat sessions (with their messages) and API tokens."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from chat.models import (
+    ACTIVE_WITHIN,
+    IDLE_WITHIN,
+    ActivityLevel,
+    ApiToken,
+    ChatMessage,
+    ChatSession,
+)
+from chat.tokens import api_token_create
+
+
+class ActivityLevelFilter(admin.SimpleListFilter):
+    """Filter by level with range queries on the indexed last_activity_at."""
+
+    title = "activity level"
+    parameter_name = "level"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        levels = (ActivityLevel.ACTIVE, ActivityLevel.IDLE, ActivityLevel.BACKGROUND)
+        return [(level.value, level.label) for level in levels]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        if self.value() == ActivityLevel.ACTIVE:
+            return queryset.filter(last_activity_at__gte=now - ACTIVE_WITHIN)
+        if self.value() == ActivityLevel.IDLE:
+            return queryset.filter(
+                last_activity_at__lt=now - ACTIVE_WITHIN, last_activity_at__gte=now - IDLE_WITHIN
+            )
+        if self.value() == ActivityLevel.BACKGROUND:
+            return queryset.filter(last_activity_at__lt=now - IDLE_WITHIN)
+        return queryset
+
+
+class ChatMessageInline(admin.TabularInline):
+    """The conversation, read-only: messages are written by the API, not edited here."""
+
+    model = ChatMessage
+    fields = ("created_at", "role", "content")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
+        return False
+
+
+@admin.register(ChatSession)
+class ChatSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "project_id",
+        "session_id",
+        "title",
+        "owner",
+        "last_activity_at",
+        "activity_level_display",
+    )
+    list_filter = (ActivityLevelFilter, "created_at")
+    search_fields = ("project_id", "session_id", "title", "owner__username", "owner__email")
+    date_hierarchy = "last_activity_at"
+    list_select_related = ("owner",)
+    ordering = ("-last_activity_at",)
+    readonly_fields = ("created_at", "updated_at", "last_activity_at", "activity_level_display")
+    raw_id_fields = ("owner",)
+    inlines = [ChatMessageInline]
+    fieldsets = (
+        (None, {"fields": ("owner", "project_id", "session_id", "title")}),
+        ("Cleanup", {"fields": ("idle_timeout_minutes", "busy_until")}),
+        (
+            "Activity",
+            {"fields": ("last_activity_at", "activity_level_display", "created_at", "updated_at")},
+        ),
+    )
+
+    @admin.display(description="activity level")
+    def activity_level_display(self, session: ChatSession) -> str:
+        return session.activity_level(timezone.now()).label
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "user", "created_at")
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    fields = ("user", "name")
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        # A token cannot be edited, only created or revoked (deleted).
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form, change: bool) -> None:
+        token, raw_token = api_token_create(user=obj.user, name=obj.name)
+        obj.pk, obj.prefix = token.pk, token.prefix
+        messages.warning(
+            request, f"API token for {obj.user}: {raw_token} (copy it now; it is not shown again)"
+        )

@@ -1,0 +1,79 @@
+"""The chat JSON API: parse, call one service or selector, answer."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Path, Router, Status
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from chat import presence, selectors, services
+from chat.models import IDENTIFIER_PATTERN, ChatMessage, ChatSession
+from chat.schemas import (
+    HeartbeatIn,
+    MessageIn,
+    MessageOut,
+    PresenceOut,
+    SessionCreateIn,
+    SessionOut,
+    SessionUpdateIn,
+)
+
+router = Router(tags=["chat"])
+
+SESSION = "/{project_id}/chat-sessions/{session_id}"
+
+
+def _session(request: HttpRequest, project_id: str, session_id: str) -> ChatSession:
+    return selectors.session_get(owner=request.auth, project_id=project_id, session_id=session_id)
+
+
+@router.post("/{project_id}/chat-sessions", response={201: SessionOut})
+def session_create(
+    request: HttpRequest,
+    body: SessionCreateIn,
+    project_id: str = Path(..., pattern=IDENTIFIER_PATTERN),
+):
+    return Status(
+        201, services.session_create(owner=request.auth, project_id=project_id, **body.dict())
+    )
+
+
+@router.get("/{project_id}/chat-sessions", response=list[SessionOut])
+@paginate(LimitOffsetPagination)
+def session_list(request: HttpRequest, project_id: str):
+    return selectors.session_list(owner=request.auth, project_id=project_id)
+
+
+@router.get(SESSION, response=SessionOut)
+def session_get(request: HttpRequest, project_id: str, session_id: str):
+    return _session(request, project_id, session_id)
+
+
+@router.put(SESSION, response=SessionOut)
+def session_update(request: HttpRequest, project_id: str, session_id: str, body: SessionUpdateIn):
+    session = _session(request, project_id, session_id)
+    return services.session_update(session=session, data=body.dict(exclude_unset=True))
+
+
+@router.delete(SESSION, response={204: None})
+def session_delete(request: HttpRequest, project_id: str, session_id: str):
+    services.session_delete(session=_session(request, project_id, session_id))
+    return Status(204, None)
+
+
+@router.post(SESSION, response={201: MessageOut})
+def message_send(request: HttpRequest, project_id: str, session_id: str, body: MessageIn):
+    session = _session(request, project_id, session_id)
+    return Status(201, services.message_send(session=session, content=body.content, role=body.role))
+
+
+@router.get(f"{SESSION}/messages", response=list[MessageOut])
+@paginate(LimitOffsetPagination)
+def message_list(request: HttpRequest, project_id: str, session_id: str) -> list[ChatMessage]:
+    return selectors.message_list(session=_session(request, project_id, session_id))
+
+
+@router.post(f"{SESSION}/heartbeat", response=PresenceOut)
+def heartbeat(request: HttpRequest, project_id: str, session_id: str, body: HeartbeatIn):
+    session = _session(request, project_id, session_id)
+    return presence.heartbeat_record(session_pk=session.pk, client_id=body.client_id)

@@ -1,0 +1,61 @@
+"""Who has a session's preview panel open, kept in Redis so heartbeats never write the database.
+
+Each session has a sorted set of client ids scored by when each was last seen. A client
+unseen for PRESENCE_PING_TIMEOUT_SECONDS no longer counts as a viewer; its entry is kept
+(until PRESENCE_RETENTION) so "when was the last viewer seen" survives disconnects,
+which the reconnect grace period needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from kosuke.redis_client import redis_client
+
+PRESENCE_RETENTION = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Presence:
+    viewers: int
+    last_seen_at: datetime | None
+
+
+def _key(session_pk: int) -> str:
+    return f"presence:session:{session_pk}"
+
+
+def heartbeat_record(*, session_pk: int, client_id: str, now: datetime | None = None) -> Presence:
+    """Mark `client_id` as viewing the session's preview now; returns the session's presence."""
+    now = now or timezone.now()
+    key = _key(session_pk)
+    with redis_client().pipeline() as pipe:
+        pipe.zadd(key, {client_id: now.timestamp()})
+        pipe.zremrangebyscore(key, "-inf", (now - PRESENCE_RETENTION).timestamp())
+        pipe.expire(key, PRESENCE_RETENTION)
+        pipe.execute()
+    return sessions_presence([session_pk], now=now)[session_pk]
+
+
+def sessions_presence(
+    session_pks: Iterable[int], *, now: datetime | None = None
+) -> dict[int, Presence]:
+    """Presence of many sessions in one round trip to Redis."""
+    now = now or timezone.now()
+    pks = list(session_pks)
+    seen_since = (now - timedelta(seconds=settings.PRESENCE_PING_TIMEOUT_SECONDS)).timestamp()
+    with redis_client().pipeline(transaction=False) as pipe:
+        for pk in pks:
+            pipe.zcount(_key(pk), seen_since, "+inf")
+            pipe.zrange(_key(pk), -1, -1, withscores=True)
+        replies = pipe.execute()
+    presence = {}
+    for pk, viewers, latest in zip(pks, replies[::2], replies[1::2], strict=True):
+        last_seen_at = datetime.fromtimestamp(latest[0][1], tz=UTC) if latest else None
+        presence[pk] = Presence(viewers=viewers, last_seen_at=last_seen_at)
+    return presence

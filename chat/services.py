@@ -1,0 +1,119 @@
+"""Writes to chat sessions and messages, with the activity rules applied in one place."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat.models import ChatMessage, ChatSession
+from kosuke.errors import ApplicationError
+
+EDITABLE_FIELDS = frozenset({"title", "idle_timeout_minutes", "busy_until", "last_activity_at"})
+
+
+def activity_record(
+    *, session: ChatSession, at: datetime | None = None, now: datetime | None = None
+) -> bool:
+    """Move `session.last_activity_at` forward to `at` (default: now); never backward.
+
+    A time in the future is refused. The conditional UPDATE keeps the value monotonic
+    even when two requests race. Returns whether the stored value moved.
+    """
+    now = now or timezone.now()
+    at = at or now
+    if at > now:
+        raise ApplicationError(
+            f"activity time {at.isoformat()} is in the future (server time {now.isoformat()})"
+        )
+    moved = ChatSession.objects.filter(pk=session.pk, last_activity_at__lt=at).update(
+        last_activity_at=at
+    )
+    if moved:
+        session.last_activity_at = at
+    return bool(moved)
+
+
+def session_create(
+    *,
+    owner: AbstractBaseUser,
+    project_id: str,
+    title: str = "",
+    session_id: str | None = None,
+    now: datetime | None = None,
+) -> ChatSession:
+    """Create a session; the server picks a `session_id` when none is given."""
+    now = now or timezone.now()
+    session = ChatSession(
+        owner=owner,
+        project_id=project_id,
+        session_id=session_id or uuid.uuid4().hex,
+        title=title,
+        created_at=now,
+        last_activity_at=now,
+    )
+    try:
+        with transaction.atomic():
+            session.save()
+    except IntegrityError as exc:
+        raise ApplicationError(
+            f"session_id {session.session_id!r} already exists in project {project_id!r}",
+            status=409,
+        ) from exc
+    return session
+
+
+def session_update(
+    *, session: ChatSession, data: Mapping[str, Any], now: datetime | None = None
+) -> ChatSession:
+    """Apply the given fields; editing a session counts as activity.
+
+    `last_activity_at` in `data` reports activity at that (past) time. A refused edit
+    changes nothing.
+    """
+    now = now or timezone.now()
+    unknown = set(data) - EDITABLE_FIELDS
+    if unknown:
+        raise ApplicationError(f"fields cannot be edited: {', '.join(sorted(unknown))}")
+    busy_until = data.get("busy_until")
+    keepalive_limit = now + timedelta(hours=settings.KEEPALIVE_MAX_HOURS)
+    if busy_until is not None and busy_until > keepalive_limit:
+        raise ApplicationError(
+            f"busy_until may be at most {settings.KEEPALIVE_MAX_HOURS} h ahead "
+            f"(until {keepalive_limit.isoformat()})"
+        )
+    fields = [name for name in data if name != "last_activity_at"]
+    # A refused activity time rolls the whole edit back.
+    with transaction.atomic():
+        for name in fields:
+            setattr(session, name, data[name])
+        session.save(update_fields=[*fields, "updated_at"])
+        activity_record(session=session, at=data.get("last_activity_at") or now, now=now)
+    return session
+
+
+def session_delete(*, session: ChatSession) -> None:
+    session.delete()
+
+
+def message_send(
+    *,
+    session: ChatSession,
+    content: str,
+    role: str = ChatMessage.Role.USER,
+    now: datetime | None = None,
+) -> ChatMessage:
+    """Store a message and record the activity in the same transaction."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        message = ChatMessage.objects.create(
+            session=session, role=role, content=content, created_at=now
+        )
+        activity_record(session=session, at=now, now=now)
+    return message

@@ -1,0 +1,97 @@
+"""The JSON API: authentication, and the one place where errors become JSON answers.
+
+Every error body has the same shape: `{"error": "<what is wrong, one line>", ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer, SessionAuth
+
+from chat.api import router as chat_router
+from chat.tokens import api_token_user
+from kosuke.errors import ApplicationError
+
+
+class ApiTokenAuth(HttpBearer):
+    """`Authorization: Bearer <token>` with a token from `create_api_token` or the admin."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        return api_token_user(token)
+
+
+class BrowserSessionAuth(SessionAuth):
+    """A logged-in browser; CSRF is checked only once there is a session to protect."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api = NinjaAPI(
+    title="Kosuke preview cleanup API",
+    version="1",
+    auth=[ApiTokenAuth(), BrowserSessionAuth()],
+    urls_namespace="api",
+)
+api.add_router("/projects/", chat_router)
+
+
+def _error(request: HttpRequest, status: int, message: str, **extra: Any) -> HttpResponse:
+    return api.create_response(request, {"error": message, **extra}, status=status)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+@api.exception_handler(ApplicationError)
+def application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+    return _error(request, exc.status, exc.message, **exc.extra)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    message = "; ".join(_describe(error) for error in exc.errors)
+    return _error(request, 422, message, detail=exc.errors)
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(
+        request, 401, "authentication required: log in, or send 'Authorization: Bearer <token>'"
+    )
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, json.JSONDecodeError):
+        return _error(request, 400, f"request body is not valid JSON: {exc.__cause__}")
+    return _error(request, exc.status_code, str(exc))
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, "not found")
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(
+        request, 413, f"request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+    )
+
+
+@api.exception_handler(redis.RedisError)
+def redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
+    return _error(request, 503, f"presence store (Redis) unavailable: {exc}")
