@@ -1,0 +1,58 @@
+"""The inactive-session query is served by the last_activity_at index."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta as td
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from chat.selectors import sessions_inactive
+from tests.builders import user_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def _sessions_bulk_insert(count: int) -> None:
+    """`count` sessions, their activity spread evenly over the last 90 days."""
+    owner = user_create("bulk")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO chat_chatsession
+                (owner_id, project_id, session_id, title, created_at, updated_at, last_activity_at)
+            SELECT %s, 'p' || (n %% 100), 's' || n, '', now(), now(),
+                   now() - (n * interval '90 days' / %s)
+            FROM generate_series(1, %s) AS n
+            """,
+            [owner.pk, count, count],
+        )
+        cursor.execute("ANALYZE chat_chatsession")
+
+
+def test_the_last_activity_index_exists():
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "chat_chatsession")
+
+    index = constraints["chat_session_last_activity"]
+    assert index["index"] and index["columns"] == ["last_activity_at"]
+
+
+def test_a_batch_of_inactive_sessions_is_read_through_the_index():
+    _sessions_bulk_insert(20_000)
+    batch = sessions_inactive(now=timezone.now(), threshold=td(minutes=30))[:100]
+
+    plan = json.loads(batch.explain(format="json"))[0]["Plan"]
+
+    scans = [node for node in _plan_nodes(plan) if "Scan" in node["Node Type"]]
+    assert [(node["Node Type"], node.get("Index Name")) for node in scans] == [
+        ("Index Scan", "chat_session_last_activity")
+    ]
