@@ -1,0 +1,81 @@
+"""The development run command (`./scripts/run`): the whole system on one machine.
+
+PostgreSQL and Redis are real servers from pip packages, started here with their data in
+`.local/` (kept across restarts) unless DATABASE_URL / REDIS_URL are set. The processes
+in `Procfile` run under honcho; Ctrl-C stops them all, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from kosuke import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = BASE_DIR / ".local"
+
+
+def _first_start_credentials() -> None:
+    """Create the development superuser and its API token once, and print them."""
+    from django.contrib.auth.models import User
+
+    from chat.tokens import api_token_create
+
+    if User.objects.filter(username="admin").exists():
+        print("dev: superuser 'admin' exists (python manage.py changepassword admin to reset)")
+        return
+    password = secrets.token_urlsafe(12)
+    admin = User.objects.create_superuser("admin", "admin@localhost", password)
+    _token, raw_token = api_token_create(user=admin, name="development")
+    print(f"dev: superuser 'admin', password {password}")
+    print(f"dev: API token {raw_token}")
+
+
+def main() -> int:
+    STATE_DIR.mkdir(exist_ok=True)
+    (BASE_DIR / "staticfiles").mkdir(exist_ok=True)
+    os.environ.setdefault("DEBUG", "true")
+    os.environ.setdefault("WEB_PORT", "8000")
+    postgres = redis_process = None
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"], postgres = embedded.postgres_start(
+            STATE_DIR / "postgres", delete_on_exit=False
+        )
+    if not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"], redis_process = embedded.redis_start(
+            STATE_DIR / "redis", port=embedded.free_port(), persist=True
+        )
+    print(f"dev: DATABASE_URL={os.environ['DATABASE_URL']}")
+    print(f"dev: REDIS_URL={os.environ['REDIS_URL']}")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kosuke.settings")
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=1)
+    _first_start_credentials()
+    print(f"dev: web on http://127.0.0.1:{os.environ['WEB_PORT']}/admin/ and /api/docs")
+
+    honcho = subprocess.Popen(["honcho", "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR)  # noqa: S603, S607
+    # Ctrl-C reaches every process of the terminal; honcho stops its children, we wait.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
+    try:
+        return honcho.wait()
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(timeout=10)
+        if postgres is not None:
+            postgres.cleanup()
+        print("dev: stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
