@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -16,6 +18,9 @@ from chat.models import (
     ChatSession,
 )
 from chat.tokens import api_token_create
+from previews.engine import EngineError
+from previews.models import StopReason
+from previews.services import preview_open, preview_stop
 
 
 class ActivityLevelFilter(admin.SimpleListFilter):
@@ -64,12 +69,14 @@ class ChatSessionAdmin(admin.ModelAdmin):
         "owner",
         "last_activity_at",
         "activity_level_display",
+        "preview_state",
     )
-    list_filter = (ActivityLevelFilter, "created_at")
+    list_filter = (ActivityLevelFilter, "preview__state", "created_at")
     search_fields = ("project_id", "session_id", "title", "owner__username", "owner__email")
     date_hierarchy = "last_activity_at"
-    list_select_related = ("owner",)
+    list_select_related = ("owner", "preview")
     ordering = ("-last_activity_at",)
+    actions = ("stop_preview_now", "open_preview")
     readonly_fields = ("created_at", "updated_at", "last_activity_at", "activity_level_display")
     raw_id_fields = ("owner",)
     inlines = [ChatMessageInline]
@@ -85,6 +92,46 @@ class ChatSessionAdmin(admin.ModelAdmin):
     @admin.display(description="activity level")
     def activity_level_display(self, session: ChatSession) -> str:
         return session.activity_level(timezone.now()).label
+
+    @admin.display(description="preview", ordering="preview__state")
+    def preview_state(self, session: ChatSession) -> str:
+        preview = getattr(session, "preview", None)
+        return preview.state if preview else "-"
+
+    @admin.action(description="Stop preview now")
+    def stop_preview_now(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
+        detail = f"stopped by {request.user} in the admin"
+        self._each_session(
+            request,
+            queryset,
+            lambda session: preview_stop(session=session, reason=StopReason.MANUAL, detail=detail),
+            done="stopped",
+        )
+
+    @admin.action(description="Open preview")
+    def open_preview(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
+        self._each_session(
+            request, queryset, lambda session: preview_open(session=session), done="opened"
+        )
+
+    def _each_session(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ChatSession],
+        act: Callable[[ChatSession], object],
+        *,
+        done: str,
+    ) -> None:
+        """Run `act` on each session; one engine failure does not stop the others."""
+        succeeded = 0
+        for session in queryset:
+            try:
+                act(session)
+                succeeded += 1
+            except EngineError as exc:
+                self.message_user(request, f"{session}: {exc}", messages.ERROR)
+        if succeeded:
+            self.message_user(request, f"{done} the preview of {succeeded} session(s)")
 
 
 @admin.register(ApiToken)

@@ -19,6 +19,8 @@ from ninja.security import HttpBearer, SessionAuth
 from chat.api import router as chat_router
 from chat.tokens import api_token_user
 from kosuke.errors import ApplicationError
+from previews.api import router as previews_router
+from previews.engine import EngineError
 
 
 class ApiTokenAuth(HttpBearer):
@@ -44,6 +46,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/projects/", chat_router)
+api.add_router("/projects/", previews_router)
 
 
 def _error(request: HttpRequest, status: int, message: str, **extra: Any) -> HttpResponse:
@@ -95,3 +98,9 @@ def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(redis.RedisError)
 def redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
     return _error(request, 503, f"presence store (Redis) unavailable: {exc}")
+
+
+@api.exception_handler(EngineError)
+def engine_error(request: HttpRequest, exc: EngineError) -> HttpResponse:
+    # Unreachable or overloaded: try again later (503). Refused for good: a gateway error.
+    return _error(request, 502 if exc.permanent else 503, str(exc))

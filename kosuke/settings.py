@@ -124,6 +124,18 @@ PRESENCE_PING_TIMEOUT_SECONDS = env.int("PRESENCE_PING_TIMEOUT_SECONDS", default
 # How far ahead a client may set a session's keep-alive ("busy until").
 KEEPALIVE_MAX_HOURS = env.int("KEEPALIVE_MAX_HOURS", default=24)
 
+# Previews: containers on the Docker engine at DOCKER_HOST (default: the local socket).
+DOCKER_HOST = env.str("DOCKER_HOST", default="")
+# Seconds any Docker API call may take (a stop adds PREVIEW_STOP_TIMEOUT_SECONDS).
+DOCKER_TIMEOUT_SECONDS = env.int("DOCKER_TIMEOUT_SECONDS", default=30)
+PREVIEW_IMAGE = env.str("PREVIEW_IMAGE", default="kosuke-preview:latest")
+# Seconds between SIGTERM and SIGKILL when a preview container stops.
+PREVIEW_STOP_TIMEOUT_SECONDS = env.int("PREVIEW_STOP_TIMEOUT_SECONDS", default=10)
+PREVIEW_MEMORY_MB = env.int("PREVIEW_MEMORY_MB", default=1024)
+PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
+# The kosuke.managed_by label: deployments sharing an engine never touch each other's previews.
+PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,

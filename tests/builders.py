@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth.models import User
+from django.test import Client
 from django.utils import timezone
 
 from chat.models import ChatSession
+from chat.tokens import api_token_create
 
 
 def user_create(username: str, **fields) -> User:
@@ -30,3 +32,9 @@ def chat_session_create(
         last_activity_at=last_activity_at or now,
         **fields,
     )
+
+
+def api_client(user: User) -> Client:
+    """A client that authenticates like an integration: with a bearer token."""
+    _token, raw_token = api_token_create(user=user)
+    return Client(headers={"Authorization": f"Bearer {raw_token}"})

@@ -1,7 +1,10 @@
-"""Test harness: real PostgreSQL and Redis, started here unless DATABASE_URL / REDIS_URL are set.
+"""Test harness: real PostgreSQL, Redis and Docker.
 
-The servers start when pytest imports this file, before any other conftest or test module:
-the settings read their URLs from the environment once, and Django is set up right after.
+PostgreSQL and Redis start when pytest imports this file (unless DATABASE_URL / REDIS_URL
+are set), before any other conftest or test module: the settings read their URLs from the
+environment once, and Django is set up right after. Docker is the engine at DOCKER_HOST
+(or the default socket); tests that need it fail in CI when none answers, and are skipped
+with the reason elsewhere. The preview image is built locally: no registry is reachable.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import django
 import pytest
@@ -35,6 +39,9 @@ def _start_services_and_django() -> None:
             _redis_dir, port=embedded.free_port(), persist=False
         )
     os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
+    # Preview containers of this run carry their own label, so cleanup after each test
+    # (and other runs sharing the engine) never touch anything else.
+    os.environ["PREVIEW_MANAGED_BY"] = f"kosuke-tests-{os.getpid()}"
     # Tests speak plain HTTP to the app; production redirects to HTTPS.
     os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
     os.environ["DJANGO_SETTINGS_MODULE"] = "kosuke.settings"
@@ -43,6 +50,11 @@ def _start_services_and_django() -> None:
 
 
 _start_services_and_django()
+
+from django.test import Client  # noqa: E402 - needs Django set up
+
+from tests.builders import api_client, user_create  # noqa: E402
+from tests.preview_image import preview_image_build  # noqa: E402
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -77,3 +89,68 @@ def _static_files_without_manifest(settings) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+def _service_missing(reason: str) -> NoReturn:
+    """In CI a missing service fails the test; elsewhere it is skipped, with the reason."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A raw Docker SDK client: the tests' own view of the engine, independent of the app's."""
+    import docker
+
+    url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.DockerClient(base_url=url, timeout=30)
+        client.ping()
+    except Exception as exc:
+        _service_missing(f"no Docker engine answers at {url}: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def preview_image(docker_client) -> str:
+    """A tiny preview image: static busybox serving HTTP on port 3000, built by `docker import`."""
+    try:
+        return preview_image_build(docker_client)
+    except FileNotFoundError as exc:
+        _service_missing(str(exc))
+
+
+@pytest.fixture
+def previews_on_docker(docker_client, preview_image, settings):
+    """Previews run on the real engine with the test image; their containers go afterwards."""
+    from previews.engine import LABEL_MANAGED_BY, engine
+
+    settings.PREVIEW_IMAGE = preview_image
+    settings.PREVIEW_STOP_TIMEOUT_SECONDS = 2
+    engine.cache_clear()
+    yield docker_client
+    engine.cache_clear()
+    label = f"{LABEL_MANAGED_BY}={settings.PREVIEW_MANAGED_BY}"
+    for container in docker_client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def alice(db):
+    return user_create("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return user_create("bob")
+
+
+@pytest.fixture
+def alice_api(alice) -> Client:
+    return api_client(alice)
+
+
+@pytest.fixture
+def bob_api(bob) -> Client:
+    return api_client(bob)

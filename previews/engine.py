@@ -1,0 +1,190 @@
+"""The Docker engine adapter: the only module that imports the Docker SDK.
+
+Every call has a timeout. "Not found" and "already stopped" are success. Everything the
+SDK raises becomes one `EngineError`, whose `permanent` flag says whether retrying could
+help (an unreachable or overloaded engine: yes; a missing image: no).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import requests
+from django.conf import settings
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+# Labels every preview container carries; `kosuke.keep=true` opts out of automatic stops.
+LABEL_TYPE = "kosuke.type"
+LABEL_PROJECT = "kosuke.project_id"
+LABEL_SESSION = "kosuke.session_id"
+LABEL_MANAGED_BY = "kosuke.managed_by"
+LABEL_KEEP = "kosuke.keep"
+
+
+class EngineError(Exception):
+    """The Docker engine could not do what was asked; `permanent` means retrying won't help."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    state: str  # Docker's: created, running, paused, restarting, exited, dead
+    labels: dict[str, str]
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in {"running", "restarting", "paused"}
+
+    @property
+    def is_kept(self) -> bool:
+        return self.labels.get(LABEL_KEEP, "").lower() == "true"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+def preview_labels(project_id: str, session_id: str) -> dict[str, str]:
+    """The labels that identify one session's preview containers of this deployment."""
+    return {
+        LABEL_TYPE: "preview",
+        LABEL_MANAGED_BY: settings.PREVIEW_MANAGED_BY,
+        LABEL_PROJECT: project_id,
+        LABEL_SESSION: session_id,
+    }
+
+
+class Engine:
+    """One Docker engine, addressed by its URL (DOCKER_HOST or the default socket)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._client: docker.DockerClient | None = None
+
+    def __repr__(self) -> str:
+        return f"Engine({self.url!r})"
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn SDK and transport errors into EngineError, saying where we looked."""
+        try:
+            yield
+        except docker.errors.APIError as exc:
+            permanent = exc.is_client_error() and exc.status_code not in (408, 429)
+            raise EngineError(
+                f"Docker engine at {self.url} refused to {action}: {exc.explanation or exc}",
+                permanent=permanent,
+            ) from exc
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            self._client = None  # reconnect next time
+            raise EngineError(
+                f"Docker engine unreachable at {self.url} (set DOCKER_HOST): {exc}"
+            ) from exc
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            with self._errors("connect"):
+                self._client = docker.DockerClient(
+                    base_url=self.url, timeout=settings.DOCKER_TIMEOUT_SECONDS
+                )
+        return self._client
+
+    def ping(self) -> None:
+        with self._errors("answer a ping"):
+            self.client.ping()
+
+    def containers(self, labels: dict[str, str]) -> list[Container]:
+        """All containers (running or not) carrying every one of `labels`: one list call."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        with self._errors("list containers"):
+            summaries = self.client.api.containers(all=True, filters=filters)
+        return [
+            Container(
+                id=summary["Id"],
+                name=summary["Names"][0].lstrip("/") if summary.get("Names") else "",
+                state=summary["State"],
+                labels=summary.get("Labels") or {},
+            )
+            for summary in summaries
+        ]
+
+    def create(self, *, name: str, labels: dict[str, str], environment: dict[str, str]) -> str:
+        """Create (not start) a preview container from PREVIEW_IMAGE; returns its id.
+
+        A container of that name that already exists is returned instead: the name is
+        unique per engine, so two racing creates cannot make two containers.
+        """
+        with self._errors("create a container"):
+            try:
+                container = self.client.api.create_container(
+                    image=settings.PREVIEW_IMAGE,
+                    name=name,
+                    labels=labels,
+                    environment=environment,
+                    host_config=self.client.api.create_host_config(
+                        init=True,  # PID 1 forwards SIGTERM, so stops are quick
+                        mem_limit=f"{settings.PREVIEW_MEMORY_MB}m",
+                        nano_cpus=int(settings.PREVIEW_CPUS * 1e9),
+                    ),
+                )
+                return container["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+        with self._errors("find the existing container"):
+            return self.client.api.inspect_container(name)["Id"]
+
+    def start(self, container_id: str) -> None:
+        """Start a container; one that already runs is fine."""
+        with self._errors(f"start container {container_id[:12]}"):
+            self.client.api.start(container_id)
+
+    def stop(self, container_id: str) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after PREVIEW_STOP_TIMEOUT_SECONDS).
+
+        A container that is already stopped or gone counts as stopped.
+        """
+        with self._errors(f"stop container {container_id[:12]}"):
+            try:
+                self.client.api.stop(container_id, timeout=settings.PREVIEW_STOP_TIMEOUT_SECONDS)
+            except docker.errors.NotFound:
+                return
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container, stopping it first if needed; one already gone is fine."""
+        with self._errors(f"remove container {container_id[:12]}"):
+            try:
+                self.client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                return
+
+    def inspect(self, container_id: str) -> Container | None:
+        """The container's current state, or None when it no longer exists."""
+        with self._errors(f"inspect container {container_id[:12]}"):
+            try:
+                details = self.client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+        return Container(
+            id=details["Id"],
+            name=details["Name"].lstrip("/"),
+            state=details["State"]["Status"],
+            labels=details["Config"].get("Labels") or {},
+        )
+
+
+@functools.cache
+def engine(url: str | None = None) -> Engine:
+    """The engine at `url`, default DOCKER_HOST or the local socket; one client per process."""
+    return Engine(url or settings.DOCKER_HOST or DEFAULT_SOCKET)

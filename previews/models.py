@@ -1,0 +1,62 @@
+"""The preview of a chat session: its state machine and its last stop."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from chat.models import ChatSession
+
+
+class PreviewState(models.TextChoices):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+class StopReason(models.TextChoices):
+    INACTIVE = "inactive", "no activity for longer than the threshold"
+    DISCONNECTED = "disconnected", "no viewer after the reconnect grace period"
+    MAX_AGE = "max_age", "running longer than the maximum age"
+    MANUAL = "manual", "stopped by hand"
+    ORPHAN = "orphan", "no live session owns it"
+    FAILED_START = "failed_start", "the containers failed to start"
+    EXITED = "exited", "the containers exited on their own"
+
+
+# Each state change is a conditional UPDATE from one of these states (previews.services).
+ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+    PreviewState.STOPPED: {PreviewState.STARTING, PreviewState.RUNNING},
+    PreviewState.FAILED: {PreviewState.STARTING, PreviewState.RUNNING, PreviewState.STOPPING},
+    PreviewState.STARTING: {PreviewState.RUNNING, PreviewState.FAILED},
+    PreviewState.RUNNING: {PreviewState.STOPPING, PreviewState.STARTING, PreviewState.STOPPED},
+    PreviewState.STOPPING: {PreviewState.STOPPED, PreviewState.RUNNING, PreviewState.FAILED},
+}
+
+
+class Preview(models.Model):
+    session = models.OneToOneField(ChatSession, on_delete=models.CASCADE, related_name="preview")
+    state = models.CharField(
+        max_length=16, choices=PreviewState.choices, default=PreviewState.STOPPED
+    )
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    # The Docker engine URL the containers live on.
+    engine = models.CharField(max_length=255)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_stop_reason = models.CharField(max_length=16, choices=StopReason.choices, blank=True)
+    # In words, for people: "stopped after 30 min without activity".
+    last_stop_detail = models.CharField(max_length=255, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"preview of {self.session} ({self.state})"
+
+    def last_stop_message(self) -> str:
+        """'stopped after 30 min without activity at 14:02 UTC', or '' if never stopped."""
+        if not self.stopped_at or not self.last_stop_reason:
+            return ""
+        detail = self.last_stop_detail or self.get_last_stop_reason_display()
+        return f"{detail} at {self.stopped_at:%H:%M} UTC"

@@ -1,0 +1,233 @@
+"""Previews on a real Docker engine: open, reopen, stop, reconcile."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta as td
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from previews.engine import Engine, EngineError, engine
+from previews.models import Preview, PreviewState, StopReason
+from previews.services import (
+    StopOutcome,
+    container_name,
+    preview_open,
+    preview_status,
+    preview_stop,
+)
+from tests.builders import chat_session_create, user_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _containers(docker_client, session):
+    label = f"kosuke.session_id={session.session_id}"
+    return docker_client.containers.list(all=True, filters={"label": label})
+
+
+@pytest.fixture
+def session(db):
+    return chat_session_create(user_create("alice"), last_activity_at=timezone.now() - td(hours=1))
+
+
+def test_opening_creates_one_labelled_running_container(previews_on_docker, session, settings):
+    preview = preview_open(session=session)
+
+    [container] = _containers(previews_on_docker, session)
+    assert container.status == "running"
+    assert container.name == container_name(session)
+    assert container.labels == {
+        "kosuke.type": "preview",
+        "kosuke.project_id": "proj-1",
+        "kosuke.session_id": "sess-1",
+        "kosuke.managed_by": settings.PREVIEW_MANAGED_BY,
+    }
+    assert container.attrs["HostConfig"]["Memory"] == settings.PREVIEW_MEMORY_MB * 1024 * 1024
+    preview.refresh_from_db()
+    assert preview.state == PreviewState.RUNNING
+    assert preview.engine == engine().url
+
+
+def test_opening_counts_as_activity(previews_on_docker, session):
+    before = timezone.now()
+
+    preview_open(session=session)
+
+    session.refresh_from_db()
+    assert session.last_activity_at >= before
+
+
+def test_reopening_a_stopped_preview_starts_the_same_container(previews_on_docker, session):
+    preview_open(session=session)
+    [first] = _containers(previews_on_docker, session)
+    preview_stop(session=session, reason=StopReason.INACTIVE, detail="stopped after 30 min")
+
+    preview_open(session=session)
+
+    [again] = _containers(previews_on_docker, session)
+    assert again.id == first.id and again.status == "running"
+    assert Preview.objects.get().state == PreviewState.RUNNING
+
+
+def test_stopping_stops_the_containers_and_records_why(previews_on_docker, session):
+    preview_open(session=session)
+    now = timezone.now()
+
+    outcome = preview_stop(
+        session=session,
+        reason=StopReason.INACTIVE,
+        detail="stopped after 30 min without activity",
+        now=now,
+    )
+
+    assert outcome == StopOutcome.STOPPED
+    [container] = _containers(previews_on_docker, session)
+    assert container.status == "exited"
+    preview = Preview.objects.get()
+    assert (preview.state, preview.last_stop_reason, preview.stopped_at) == (
+        "stopped",
+        "inactive",
+        now,
+    )
+    assert (
+        preview.last_stop_message() == f"stopped after 30 min without activity at {now:%H:%M} UTC"
+    )
+
+
+def test_stopping_twice_is_harmless(previews_on_docker, session):
+    preview_open(session=session)
+    preview_stop(session=session, reason=StopReason.MANUAL)
+
+    assert preview_stop(session=session, reason=StopReason.MANUAL) == StopOutcome.ALREADY_STOPPED
+    assert Preview.objects.get().state == PreviewState.STOPPED
+
+
+def test_stopping_a_preview_that_never_ran_is_harmless(previews_on_docker, session):
+    assert preview_stop(session=session, reason=StopReason.INACTIVE) == StopOutcome.ALREADY_STOPPED
+
+
+def test_a_container_removed_behind_our_back_counts_as_stopped(previews_on_docker, session):
+    preview_open(session=session)
+    for container in _containers(previews_on_docker, session):
+        container.remove(force=True)
+
+    assert preview_stop(session=session, reason=StopReason.INACTIVE) == StopOutcome.STOPPED
+    assert Preview.objects.get().state == PreviewState.STOPPED
+
+
+def test_automatic_stops_leave_kept_containers_running(previews_on_docker, session, preview_image):
+    preview_open(session=session)
+    [container] = _containers(previews_on_docker, session)
+    container.remove(force=True)
+    kept = previews_on_docker.containers.run(
+        preview_image, detach=True, labels={**container.labels, "kosuke.keep": "true"}
+    )
+
+    outcome = preview_stop(session=session, reason=StopReason.INACTIVE)
+
+    kept.reload()
+    assert outcome == StopOutcome.KEPT
+    assert kept.status == "running"
+    assert Preview.objects.get().state == PreviewState.RUNNING
+
+
+def test_a_manual_stop_also_stops_kept_containers(previews_on_docker, session, preview_image):
+    preview_open(session=session)
+    [container] = _containers(previews_on_docker, session)
+    container.remove(force=True)
+    kept = previews_on_docker.containers.run(
+        preview_image, detach=True, labels={**container.labels, "kosuke.keep": "true"}
+    )
+
+    assert preview_stop(session=session, reason=StopReason.MANUAL) == StopOutcome.STOPPED
+    kept.reload()
+    assert kept.status == "exited"
+
+
+def test_status_never_says_stopped_while_a_container_runs(previews_on_docker, session):
+    preview_open(session=session)
+    preview_stop(session=session, reason=StopReason.MANUAL)
+    [container] = _containers(previews_on_docker, session)
+    container.start()  # someone starts it behind our back
+
+    status = preview_status(session=session)
+
+    assert status.preview.state == PreviewState.RUNNING
+    assert [c.state for c in status.containers] == ["running"]
+    assert Preview.objects.get().state == PreviewState.RUNNING
+
+
+def test_a_container_that_exited_on_its_own_marks_the_preview_stopped(previews_on_docker, session):
+    preview_open(session=session)
+    [container] = _containers(previews_on_docker, session)
+    container.kill()
+
+    status = preview_status(session=session)
+
+    assert status.preview.state == PreviewState.STOPPED
+    assert status.preview.last_stop_reason == StopReason.EXITED
+
+
+def test_an_interrupted_stop_is_settled_by_the_engine(previews_on_docker, session):
+    preview_open(session=session)
+    [container] = _containers(previews_on_docker, session)
+    container.stop(timeout=1)
+    # A worker died between claiming the stop and recording it.
+    Preview.objects.update(
+        state=PreviewState.STOPPING, state_changed_at=timezone.now() - td(minutes=6)
+    )
+
+    assert preview_status(session=session).preview.state == PreviewState.STOPPED
+
+
+def test_a_missing_image_fails_the_start_with_a_permanent_error(
+    previews_on_docker, session, settings
+):
+    settings.PREVIEW_IMAGE = "kosuke-no-such-image:latest"
+
+    with pytest.raises(EngineError) as failure:
+        preview_open(session=session)
+
+    assert failure.value.permanent
+    assert "kosuke-no-such-image" in str(failure.value)
+    preview = Preview.objects.get()
+    assert (preview.state, preview.last_stop_reason) == ("failed", "failed_start")
+    assert "kosuke-no-such-image" in preview.last_error
+
+
+def test_an_unreachable_engine_says_where_it_looked(tmp_path):
+    missing = f"unix://{tmp_path}/docker.sock"
+
+    with pytest.raises(EngineError, match=f"Docker engine unreachable at {missing}") as failure:
+        Engine(missing).containers({"kosuke.type": "preview"})
+
+    assert not failure.value.permanent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_opens_create_one_container(previews_on_docker):
+    session = chat_session_create(user_create("alice"))
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def open_preview():
+        try:
+            barrier.wait()
+            preview_open(session=type(session).objects.get(pk=session.pk))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=open_preview) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert len(_containers(previews_on_docker, session)) == 1
+    assert preview_status(session=session).preview.state == PreviewState.RUNNING
