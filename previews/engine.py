@@ -100,10 +100,6 @@ class Engine:
                 )
         return self._client
 
-    def ping(self) -> None:
-        with self._errors("answer a ping"):
-            self.client.ping()
-
     def containers(self, labels: dict[str, str]) -> list[Container]:
         """All containers (running or not) carrying every one of `labels`: one list call."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
@@ -168,20 +164,6 @@ class Engine:
                 self.client.api.remove_container(container_id, force=True)
             except docker.errors.NotFound:
                 return
-
-    def inspect(self, container_id: str) -> Container | None:
-        """The container's current state, or None when it no longer exists."""
-        with self._errors(f"inspect container {container_id[:12]}"):
-            try:
-                details = self.client.api.inspect_container(container_id)
-            except docker.errors.NotFound:
-                return None
-        return Container(
-            id=details["Id"],
-            name=details["Name"].lstrip("/"),
-            state=details["State"]["Status"],
-            labels=details["Config"].get("Labels") or {},
-        )
 
 
 @functools.cache
