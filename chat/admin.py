@@ -89,6 +89,12 @@ class ChatSessionAdmin(admin.ModelAdmin):
         ),
     )
 
+    def get_readonly_fields(self, request: HttpRequest, obj: ChatSession | None = None):
+        # Renaming a session would orphan its containers (their labels carry the ids).
+        if obj is None:
+            return self.readonly_fields
+        return (*self.readonly_fields, "owner", "project_id", "session_id")
+
     @admin.display(description="activity level")
     def activity_level_display(self, session: ChatSession) -> str:
         return session.activity_level(timezone.now()).label

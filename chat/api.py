@@ -1,22 +1,25 @@
 """The chat JSON API: parse, call one service or selector, answer."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: django-ninja reads these annotations at runtime
+# (through decorators such as @paginate, whose module cannot resolve our names).
 
 from django.http import HttpRequest
-from ninja import Path, Router, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja import Router, Status
+from ninja.pagination import paginate
 
 from chat import presence, selectors, services
-from chat.models import IDENTIFIER_PATTERN, ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession
 from chat.schemas import (
     HeartbeatIn,
     MessageIn,
     MessageOut,
+    PathId,
     PresenceOut,
     SessionCreateIn,
     SessionOut,
     SessionUpdateIn,
 )
+from kosuke.pagination import Pagination
 
 router = Router(tags=["chat"])
 
@@ -28,52 +31,50 @@ def _session(request: HttpRequest, project_id: str, session_id: str) -> ChatSess
 
 
 @router.post("/{project_id}/chat-sessions", response={201: SessionOut})
-def session_create(
-    request: HttpRequest,
-    body: SessionCreateIn,
-    project_id: str = Path(..., pattern=IDENTIFIER_PATTERN),
-):
+def session_create(request: HttpRequest, project_id: PathId, body: SessionCreateIn):
     return Status(
         201, services.session_create(owner=request.auth, project_id=project_id, **body.dict())
     )
 
 
 @router.get("/{project_id}/chat-sessions", response=list[SessionOut])
-@paginate(LimitOffsetPagination)
-def session_list(request: HttpRequest, project_id: str):
+@paginate(Pagination)
+def session_list(request: HttpRequest, project_id: PathId):
     return selectors.session_list(owner=request.auth, project_id=project_id)
 
 
 @router.get(SESSION, response=SessionOut)
-def session_get(request: HttpRequest, project_id: str, session_id: str):
+def session_get(request: HttpRequest, project_id: PathId, session_id: PathId):
     return _session(request, project_id, session_id)
 
 
 @router.put(SESSION, response=SessionOut)
-def session_update(request: HttpRequest, project_id: str, session_id: str, body: SessionUpdateIn):
+def session_update(
+    request: HttpRequest, project_id: PathId, session_id: PathId, body: SessionUpdateIn
+):
     session = _session(request, project_id, session_id)
     return services.session_update(session=session, data=body.dict(exclude_unset=True))
 
 
 @router.delete(SESSION, response={204: None})
-def session_delete(request: HttpRequest, project_id: str, session_id: str):
+def session_delete(request: HttpRequest, project_id: PathId, session_id: PathId):
     services.session_delete(session=_session(request, project_id, session_id))
     return Status(204, None)
 
 
 @router.post(SESSION, response={201: MessageOut})
-def message_send(request: HttpRequest, project_id: str, session_id: str, body: MessageIn):
+def message_send(request: HttpRequest, project_id: PathId, session_id: PathId, body: MessageIn):
     session = _session(request, project_id, session_id)
     return Status(201, services.message_send(session=session, content=body.content, role=body.role))
 
 
 @router.get(f"{SESSION}/messages", response=list[MessageOut])
-@paginate(LimitOffsetPagination)
-def message_list(request: HttpRequest, project_id: str, session_id: str) -> list[ChatMessage]:
+@paginate(Pagination)
+def message_list(request: HttpRequest, project_id: PathId, session_id: PathId) -> list[ChatMessage]:
     return selectors.message_list(session=_session(request, project_id, session_id))
 
 
 @router.post(f"{SESSION}/heartbeat", response=PresenceOut)
-def heartbeat(request: HttpRequest, project_id: str, session_id: str, body: HeartbeatIn):
+def heartbeat(request: HttpRequest, project_id: PathId, session_id: PathId, body: HeartbeatIn):
     session = _session(request, project_id, session_id)
     return presence.heartbeat_record(session_pk=session.pk, client_id=body.client_id)

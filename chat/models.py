@@ -53,9 +53,9 @@ class ChatSession(models.Model):
 
     class Meta:
         constraints = [
-            # Docker labels identify a preview by (project_id, session_id): keep it unique.
+            # Unique per owner: another user's ids are invisible, never "taken".
             models.UniqueConstraint(
-                fields=["project_id", "session_id"], name="chat_session_unique_per_project"
+                fields=["owner", "project_id", "session_id"], name="chat_session_unique"
             ),
         ]
         indexes = [
@@ -83,9 +83,6 @@ class ChatSession(models.Model):
         if quiet_for < IDLE_WITHIN:
             return ActivityLevel.IDLE
         return ActivityLevel.BACKGROUND
-
-    def is_kept_alive(self, now: datetime) -> bool:
-        return self.busy_until is not None and self.busy_until > now
 
 
 class ChatMessage(models.Model):

@@ -6,18 +6,32 @@ so a client mistake is an error that names the field rather than a silent guess.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from django.utils import timezone
-from ninja import Schema
-from pydantic import AwareDatetime, ConfigDict, Field, StrictInt, StrictStr
+from ninja import Path, Schema
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StrictInt, StrictStr
 
 from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession
 
 # PostgreSQL text cannot hold NUL characters: refuse them here rather than fail at the write.
 NO_NUL = r"^[^\x00]*$"
 Identifier = Annotated[StrictStr, Field(pattern=IDENTIFIER_PATTERN)]
+# A project or session id in a URL: anything else is refused before it reaches a query.
+PathId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _plausible(moment: datetime) -> datetime:
+    # PostgreSQL accepts dates it cannot hand back to Python (year 1 in another time zone
+    # becomes 1 BC); nothing in this service happened before 2000 anyway.
+    if moment.year < EARLIEST.year or moment < EARLIEST:
+        raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
+    return moment.astimezone(UTC)
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 Title = Annotated[StrictStr, Field(max_length=200, pattern=NO_NUL)]
 IdleTimeout = Annotated[StrictInt, Field(ge=1, le=IDLE_TIMEOUT_MAX_MINUTES)]
 MESSAGE_MAX_CHARS = 100_000
@@ -37,8 +51,8 @@ class SessionUpdateIn(Input):
 
     title: Title = ""
     idle_timeout_minutes: IdleTimeout | None = None
-    busy_until: AwareDatetime | None = None
-    last_activity_at: AwareDatetime = Field(
+    busy_until: Moment | None = None
+    last_activity_at: Moment = Field(
         default=None, description="Report activity at this past time instead of now."
     )
 

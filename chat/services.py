@@ -15,8 +15,6 @@ from django.utils import timezone
 from chat.models import ChatMessage, ChatSession
 from kosuke.errors import ApplicationError
 
-EDITABLE_FIELDS = frozenset({"title", "idle_timeout_minutes", "busy_until", "last_activity_at"})
-
 
 def activity_record(
     *, session: ChatSession, at: datetime | None = None, now: datetime | None = None
@@ -78,9 +76,6 @@ def session_update(
     changes nothing.
     """
     now = now or timezone.now()
-    unknown = set(data) - EDITABLE_FIELDS
-    if unknown:
-        raise ApplicationError(f"fields cannot be edited: {', '.join(sorted(unknown))}")
     busy_until = data.get("busy_until")
     keepalive_limit = now + timedelta(hours=settings.KEEPALIVE_MAX_HOURS)
     if busy_until is not None and busy_until > keepalive_limit:

@@ -23,6 +23,8 @@ LABEL_TYPE = "kosuke.type"
 LABEL_PROJECT = "kosuke.project_id"
 LABEL_SESSION = "kosuke.session_id"
 LABEL_MANAGED_BY = "kosuke.managed_by"
+# The session's database id: project and session ids are unique per owner only.
+LABEL_SESSION_PK = "kosuke.session_pk"
 LABEL_KEEP = "kosuke.keep"
 
 
@@ -54,11 +56,16 @@ class Container:
         return self.id[:12]
 
 
-def preview_labels(project_id: str, session_id: str) -> dict[str, str]:
-    """The labels that identify one session's preview containers of this deployment."""
+def deployment_labels() -> dict[str, str]:
+    """The labels of every preview container of this deployment."""
+    return {LABEL_TYPE: "preview", LABEL_MANAGED_BY: settings.PREVIEW_MANAGED_BY}
+
+
+def preview_labels(*, session_pk: int, project_id: str, session_id: str) -> dict[str, str]:
+    """The labels of one session's preview containers."""
     return {
-        LABEL_TYPE: "preview",
-        LABEL_MANAGED_BY: settings.PREVIEW_MANAGED_BY,
+        **deployment_labels(),
+        LABEL_SESSION_PK: str(session_pk),
         LABEL_PROJECT: project_id,
         LABEL_SESSION: session_id,
     }
@@ -118,8 +125,8 @@ class Engine:
     def create(self, *, name: str, labels: dict[str, str], environment: dict[str, str]) -> str:
         """Create (not start) a preview container from PREVIEW_IMAGE; returns its id.
 
-        A container of that name that already exists is returned instead: the name is
-        unique per engine, so two racing creates cannot make two containers.
+        The name is unique per engine, so two racing creates cannot make two containers:
+        the loser gets the winner's container, once its labels show it is the same preview.
         """
         with self._errors("create a container"):
             try:
@@ -138,8 +145,13 @@ class Engine:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
-        with self._errors("find the existing container"):
-            return self.client.api.inspect_container(name)["Id"]
+            existing = self.client.api.inspect_container(name)
+        if not labels.items() <= (existing["Config"].get("Labels") or {}).items():
+            raise EngineError(
+                f"container name {name} on {self.url} is taken by another container",
+                permanent=True,
+            )
+        return existing["Id"]
 
     def start(self, container_id: str) -> None:
         """Start a container; one that already runs is fine."""
@@ -166,7 +178,12 @@ class Engine:
                 return
 
 
-@functools.cache
 def engine(url: str | None = None) -> Engine:
-    """The engine at `url`, default DOCKER_HOST or the local socket; one client per process."""
-    return Engine(url or settings.DOCKER_HOST or DEFAULT_SOCKET)
+    """The engine at `url`, default DOCKER_HOST or the local socket."""
+    return engine_at(url or settings.DOCKER_HOST or DEFAULT_SOCKET)
+
+
+@functools.cache
+def engine_at(url: str) -> Engine:
+    """One client per engine and process (`engine_at.cache_clear()` forgets them)."""
+    return Engine(url)

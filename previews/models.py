@@ -50,6 +50,18 @@ class Preview(models.Model):
     # In words, for people: "stopped after 30 min without activity".
     last_stop_detail = models.CharField(max_length=255, blank=True)
     last_error = models.TextField(blank=True)
+    # Who claimed the current start or stop: a redelivered task carries the same token
+    # and may finish what its dead worker began.
+    claim_token = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep's candidate query (cleanup.sweep): previews not known to be stopped.
+            # Its cost follows the running previews, never the history of stopped ones.
+            models.Index(
+                fields=["state"], name="preview_live", condition=~models.Q(state="stopped")
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"preview of {self.session} ({self.state})"

@@ -10,6 +10,7 @@ opens cannot create two sets of containers and two stops cannot race. The row sa
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import activity_record
+from kosuke.errors import ApplicationError
 from previews.engine import Container, EngineError, engine, preview_labels
 from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
 
@@ -42,16 +44,27 @@ class PreviewStatus:
 
 
 def _transition(
-    preview: Preview, *, from_states: Iterable[str], to: str, now: datetime, **fields: Any
+    preview: Preview,
+    *,
+    from_states: Iterable[str],
+    to: str,
+    now: datetime,
+    unchanged_since_read: bool = False,
+    **fields: Any,
 ) -> bool:
-    """Move `preview` to `to` if it is still in one of `from_states`; False if it was not."""
+    """Move `preview` to `to` if it is still in one of `from_states`; False if it was not.
+
+    With `unchanged_since_read`, also only if no one changed the row since `preview` was
+    read: for conclusions drawn from an engine listing that may be older than the row.
+    """
     from_states = list(from_states)
     for state in from_states:
         if to not in ALLOWED_TRANSITIONS[state]:
             raise ValueError(f"a preview cannot go from {state} to {to}")
-    changed = Preview.objects.filter(pk=preview.pk, state__in=from_states).update(
-        state=to, state_changed_at=now, **fields
-    )
+    rows = Preview.objects.filter(pk=preview.pk, state__in=from_states)
+    if unchanged_since_read:
+        rows = rows.filter(state_changed_at=preview.state_changed_at)
+    changed = rows.update(state=to, state_changed_at=now, **fields)
     if changed:
         preview.state, preview.state_changed_at = to, now
         for name, value in fields.items():
@@ -67,20 +80,22 @@ def _preview_for(session: ChatSession) -> Preview:
 
 
 def _labels(session: ChatSession) -> dict[str, str]:
-    return preview_labels(session.project_id, session.session_id)
+    return preview_labels(
+        session_pk=session.pk, project_id=session.project_id, session_id=session.session_id
+    )
 
 
 def container_name(session: ChatSession) -> str:
-    """Unique per engine, so racing creates meet at the engine as well."""
-    return f"kosuke-preview-{settings.PREVIEW_MANAGED_BY}-{session.project_id}-{session.session_id}"
+    """Unique per engine and session, so racing creates meet at the engine as well."""
+    return f"kosuke-preview-{settings.PREVIEW_MANAGED_BY}-{session.pk}"
 
 
 def preview_open(*, session: ChatSession, now: datetime | None = None) -> Preview:
     """Make the session's preview run: create its container, or start the stopped one again.
 
     Opening counts as activity, so a reopened preview gets a fresh idle period. When
-    another request is already starting or stopping the preview, this returns its state
-    without touching the engine.
+    another request is already starting it, this returns its state without touching the
+    engine; while it is being stopped, the open is refused (409) rather than lost.
     """
     now = now or timezone.now()
     activity_record(session=session, now=now)
@@ -94,7 +109,11 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     )
     if not claimed:
         preview.refresh_from_db()
-        return preview
+        if preview.state == State.STOPPING:
+            raise ApplicationError(
+                "the preview is stopping right now; open it again in a moment", status=409
+            )
+        return preview  # another request is starting it
     preview_engine = engine(preview.engine)
     try:
         containers = preview_engine.containers(_labels(session))
@@ -137,24 +156,40 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     return preview
 
 
+def _claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
+    """RUNNING/FAILED -> STOPPING; or a STOPPING that `token` itself claimed earlier."""
+    if token and preview.state == State.STOPPING and preview.claim_token == token:
+        return True
+    return _transition(
+        preview,
+        from_states=[State.RUNNING, State.FAILED],
+        to=State.STOPPING,
+        now=now,
+        claim_token=token,
+    )
+
+
 def preview_stop(
-    *, session: ChatSession, reason: StopReason, detail: str = "", now: datetime | None = None
+    *,
+    session: ChatSession,
+    reason: StopReason,
+    detail: str = "",
+    token: str = "",
+    now: datetime | None = None,
 ) -> StopOutcome:
     """Stop the session's preview containers and mark it stopped once the engine confirms.
 
     Automatic stops (any reason but MANUAL) leave containers labelled `kosuke.keep=true`
     running. Containers fail independently; if any still runs afterwards the preview stays
-    as it was and EngineError names each failure, so the caller may retry. Safe to repeat.
+    as it was and EngineError names each failure, so the caller may retry. Safe to repeat;
+    a caller presenting the `token` of an interrupted stop takes it over.
     """
     now = now or timezone.now()
     preview = Preview.objects.filter(session=session).first()
     if preview is None:
         return StopOutcome.ALREADY_STOPPED
     previous_state = preview.state
-    claimed = _transition(
-        preview, from_states=[State.RUNNING, State.FAILED], to=State.STOPPING, now=now
-    )
-    if not claimed:
+    if not _claim_stop(preview, token=token, now=now):
         preview.refresh_from_db()
         return StopOutcome.ALREADY_STOPPED if preview.state == State.STOPPED else StopOutcome.BUSY
 
@@ -186,7 +221,8 @@ def preview_stop(
             last_error="",
         )
         return StopOutcome.STOPPED
-    back_to = State.RUNNING if previous_state == State.RUNNING or still_running else State.FAILED
+    was_failed = previous_state == State.FAILED
+    back_to = State.FAILED if was_failed and not still_running else State.RUNNING
     _transition(
         preview, from_states=[State.STOPPING], to=back_to, now=now, last_error="; ".join(errors)
     )
@@ -210,31 +246,29 @@ def preview_reconcile(
     now = now or timezone.now()
     running = any(container.is_running for container in containers)
     stale = now - preview.state_changed_at > TRANSITION_STALE_AFTER
+    settle = functools.partial(_transition, preview, now=now, unchanged_since_read=True)
     if running:
         moved_from = [State.STOPPED, State.FAILED] + (
             [State.STOPPING, State.STARTING] if stale else []
         )
-        _transition(preview, from_states=moved_from, to=State.RUNNING, now=now)
+        settle(from_states=moved_from, to=State.RUNNING)
         return preview
-    exited = {"stopped_at": now, "last_stop_reason": StopReason.EXITED, "last_error": ""}
     if stale and preview.state == State.STARTING:
-        _transition(
-            preview,
+        settle(
             from_states=[State.STARTING],
             to=State.FAILED,
-            now=now,
-            **{**exited, "last_stop_reason": StopReason.FAILED_START},
+            stopped_at=now,
+            last_stop_reason=StopReason.FAILED_START,
             last_stop_detail="the start was interrupted",
         )
         return preview
-    moved_from = [State.RUNNING] + ([State.STOPPING] if stale else [])
-    _transition(
-        preview,
-        from_states=moved_from,
+    settle(
+        from_states=[State.RUNNING] + ([State.STOPPING] if stale else []),
         to=State.STOPPED,
-        now=now,
-        **exited,
+        stopped_at=now,
+        last_stop_reason=StopReason.EXITED,
         last_stop_detail="the containers exited on their own",
+        last_error="",
     )
     return preview
 

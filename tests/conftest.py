@@ -124,13 +124,13 @@ def preview_image(docker_client) -> str:
 @pytest.fixture
 def previews_on_docker(docker_client, preview_image, settings):
     """Previews run on the real engine with the test image; their containers go afterwards."""
-    from previews.engine import LABEL_MANAGED_BY, engine
+    from previews.engine import LABEL_MANAGED_BY, engine_at
 
     settings.PREVIEW_IMAGE = preview_image
     settings.PREVIEW_STOP_TIMEOUT_SECONDS = 2
-    engine.cache_clear()
+    engine_at.cache_clear()
     yield docker_client
-    engine.cache_clear()
+    engine_at.cache_clear()
     label = f"{LABEL_MANAGED_BY}={settings.PREVIEW_MANAGED_BY}"
     for container in docker_client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)

@@ -88,3 +88,12 @@ def test_an_inactive_users_token_stops_working(alice, alice_api):
     alice.save()
 
     assert alice_api.get(SESSION).status_code == 401
+
+
+def test_another_users_ids_are_free_to_use(alice, bob_api):
+    chat_session_create(alice)
+
+    response = bob_api.post(SESSIONS, {"session_id": "sess-1"}, content_type="application/json")
+
+    assert response.status_code == 201
+    assert ChatSession.objects.filter(session_id="sess-1").count() == 2

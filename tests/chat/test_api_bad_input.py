@@ -42,6 +42,13 @@ BAD_REQUESTS = [
     ("put", SESSION, b'{"owner": 2}', 422, "owner: Extra inputs"),
     ("post", f"{SESSION}/heartbeat", b"{}", 422, "client_id: Field required"),
     ("post", f"{SESSION}/heartbeat", b'{"client_id": "' + b"t" * 65 + b'"}', 422, "client_id"),
+    ("put", SESSION, b'{"busy_until": "0001-01-01T00:00:00+05:00"}', 422, "before 2000-01-01"),
+    ("put", SESSION, b'{"last_activity_at": "1999-12-31T23:59:59Z"}', 422, "before 2000-01-01"),
+    ("get", f"{SESSIONS}?offset=99999999999999999999", None, 422, "offset"),
+    ("get", "/api/projects/a%00b/chat-sessions", None, 422, "project_id"),
+    ("get", f"{SESSIONS}/s%00s", None, 422, "session_id"),
+    ("post", f"{SESSIONS}/s%00s/preview", None, 422, "session_id"),
+    ("get", f"{SESSION}/messages?limit=201", None, 422, "limit"),
     ("get", f"{SESSION}/messages?limit=-1", None, 422, "limit"),
     ("get", f"{SESSION}/messages?limit=abc", None, 422, "limit"),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from previews.engine import engine
+from previews.engine import engine_at
 from previews.models import Preview
 from tests.builders import chat_session_create, user_create
 
@@ -59,11 +59,11 @@ def test_the_session_list_shows_the_preview_state(previews_on_docker, alice, ope
 def test_an_engine_failure_is_reported_per_session(alice, operator, settings, tmp_path):
     session = chat_session_create(alice)
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
-    engine.cache_clear()
+    engine_at.cache_clear()
     try:
         response = _act(operator, "open_preview", session)
     finally:
-        engine.cache_clear()
+        engine_at.cache_clear()
 
     [message] = _messages(response)
     assert message.startswith(f"proj-1/sess-1: Docker engine unreachable at {settings.DOCKER_HOST}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from previews.engine import engine
+from previews.engine import engine_at
 from previews.models import Preview
 from tests.builders import api_client, chat_session_create, user_create
 
@@ -70,11 +70,11 @@ def test_anonymous_callers_get_401(alice):
 def test_an_unreachable_engine_is_a_503_that_says_where(alice, alice_api, settings, tmp_path):
     chat_session_create(alice)
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
-    engine.cache_clear()
+    engine_at.cache_clear()
     try:
         response = alice_api.post(PREVIEW)
     finally:
-        engine.cache_clear()
+        engine_at.cache_clear()
 
     assert response.status_code == 503
     assert response.json()["error"].startswith(

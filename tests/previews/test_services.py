@@ -9,12 +9,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from kosuke.errors import ApplicationError
 from previews.engine import Engine, EngineError, engine
 from previews.models import Preview, PreviewState, StopReason
 from previews.services import (
     StopOutcome,
     container_name,
     preview_open,
+    preview_reconcile,
     preview_status,
     preview_stop,
 )
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _containers(docker_client, session):
-    label = f"kosuke.session_id={session.session_id}"
+    label = f"kosuke.session_pk={session.pk}"
     return docker_client.containers.list(all=True, filters={"label": label})
 
 
@@ -41,6 +43,7 @@ def test_opening_creates_one_labelled_running_container(previews_on_docker, sess
     assert container.name == container_name(session)
     assert container.labels == {
         "kosuke.type": "preview",
+        "kosuke.session_pk": str(session.pk),
         "kosuke.project_id": "proj-1",
         "kosuke.session_id": "sess-1",
         "kosuke.managed_by": settings.PREVIEW_MANAGED_BY,
@@ -231,3 +234,46 @@ def test_concurrent_opens_create_one_container(previews_on_docker):
     assert errors == []
     assert len(_containers(previews_on_docker, session)) == 1
     assert preview_status(session=session).preview.state == PreviewState.RUNNING
+
+
+def test_a_stale_reading_never_overrides_a_newer_state(previews_on_docker, session):
+    preview_open(session=session)
+    read_before = Preview.objects.get()
+    # An open or stop changes the row after our read, before our engine listing lands.
+    Preview.objects.update(state_changed_at=timezone.now() + td(seconds=1))
+
+    preview_reconcile(read_before, containers=[])
+
+    assert Preview.objects.get().state == PreviewState.RUNNING
+
+
+def test_opening_while_a_stop_is_under_way_is_refused(previews_on_docker, session):
+    preview_open(session=session)
+    Preview.objects.update(state=PreviewState.STOPPING)
+
+    with pytest.raises(ApplicationError, match="stopping right now") as refusal:
+        preview_open(session=session)
+
+    assert refusal.value.status == 409
+
+
+def test_a_stop_while_starting_reports_busy(previews_on_docker, session):
+    preview_open(session=session)
+    Preview.objects.update(state=PreviewState.STARTING)
+
+    assert preview_stop(session=session, reason=StopReason.MANUAL) == StopOutcome.BUSY
+    assert Preview.objects.get().state == PreviewState.STARTING
+
+
+def test_a_foreign_container_with_our_name_is_not_adopted(
+    previews_on_docker, session, preview_image
+):
+    previews_on_docker.containers.create(
+        preview_image, name=container_name(session), labels={"owner": "someone else"}
+    )
+
+    with pytest.raises(EngineError, match="is taken by another container") as failure:
+        preview_open(session=session)
+
+    assert failure.value.permanent
+    assert Preview.objects.get().state == PreviewState.FAILED
