@@ -73,7 +73,8 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgres://kosuke@localhost:5432/kosuke")
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# 0: the ASGI web process must not keep connections per thread (Django's advice).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -107,7 +108,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 # Behind a TLS-terminating proxy in production; see README ("check --deploy").
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
@@ -115,10 +115,67 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# Celery: broker and results on Redis, JSON only, task events on for Flower.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_EXTENDED = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+# A task is acknowledged only once it finished, and a task whose worker died is
+# redelivered (after the visibility timeout on Redis); each worker process holds one
+# message at a time, so a lost worker strands at most one stop per process.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Seconds before Redis hands an unacknowledged task to another worker. Retry delays and
+# time limits stay well below it, or a task would run twice.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Results in Redis live 7 days (the source's completed-job retention); the durable
+# history of runs and decisions lives in PostgreSQL (see cleanup.history).
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+# Sweeps and stops have their own queues, so a long fan-out never delays the next sweep.
+CELERY_TASK_DEFAULT_QUEUE = "sweeps"
+CELERY_TASK_ROUTES = {"cleanup.stop_preview": {"queue": "stops"}}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Every task has limits; the tasks set tighter ones of their own.
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+
 # Domain settings: units live in the names.
 # Activity (sending a message, editing the session, opening the preview) within this many
 # minutes keeps a preview running; ChatSession.idle_timeout_minutes overrides it per session.
 CLEANUP_THRESHOLD_MINUTES = env.int("CLEANUP_THRESHOLD_MINUTES", default=30)
+CLEANUP_INTERVAL_SECONDS = env.int("CLEANUP_INTERVAL_SECONDS", default=60)
+# Stops started per sweep at most; the rest wait for the next sweep (longest idle first).
+CLEANUP_BATCH_SIZE = env.int("CLEANUP_BATCH_SIZE", default=100)
+# After the last viewer left, wait this long for a reconnect before stopping.
+CLEANUP_GRACE_SECONDS = env.int("CLEANUP_GRACE_SECONDS", default=30)
+# Stop any preview running longer than this, whatever its activity; 0 turns it off.
+PREVIEW_MAX_AGE_MINUTES = env.int("PREVIEW_MAX_AGE_MINUTES", default=0)
+# Off: beat schedules no sweeps and nothing is handed to workers (cleanup_previews still
+# works inline), for deployments that run no worker.
+WORKER_ENABLED = env.bool("WORKER_ENABLED", default=True)
+CELERY_BEAT_SCHEDULE = (
+    {
+        "sweep": {
+            "task": "cleanup.sweep",
+            "schedule": CLEANUP_INTERVAL_SECONDS,
+            # A sweep that could not start within one interval is dropped, not piled up.
+            "options": {"expires": CLEANUP_INTERVAL_SECONDS},
+        },
+        "prune-history": {"task": "cleanup.prune_history", "schedule": 3600},
+    }
+    if WORKER_ENABLED
+    else {}
+)
 # A preview panel heartbeats every ~30 s; a viewer unseen for this long has left.
 PRESENCE_PING_TIMEOUT_SECONDS = env.int("PRESENCE_PING_TIMEOUT_SECONDS", default=60)
 # How far ahead a client may set a session's keep-alive ("busy until").
@@ -135,6 +192,19 @@ PREVIEW_MEMORY_MB = env.int("PREVIEW_MEMORY_MB", default=1024)
 PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
 # The kosuke.managed_by label: deployments sharing an engine never touch each other's previews.
 PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
+
+# Error reports go to Sentry when SENTRY_DSN is set (web, worker and beat).
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN:
+    from kosuke.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=SENTRY_ENVIRONMENT,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

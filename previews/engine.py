@@ -42,6 +42,7 @@ class Container:
     name: str
     state: str  # Docker's: created, running, paused, restarting, exited, dead
     labels: dict[str, str]
+    engine_url: str
 
     @property
     def is_running(self) -> bool:
@@ -118,6 +119,7 @@ class Engine:
                 name=summary["Names"][0].lstrip("/") if summary.get("Names") else "",
                 state=summary["State"],
                 labels=summary.get("Labels") or {},
+                engine_url=self.url,
             )
             for summary in summaries
         ]

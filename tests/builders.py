@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.test import Client
@@ -38,3 +38,16 @@ def api_client(user: User) -> Client:
     """A client that authenticates like an integration: with a bearer token."""
     _token, raw_token = api_token_create(user=user)
     return Client(headers={"Authorization": f"Bearer {raw_token}"})
+
+
+def session_with_running_preview(
+    owner: User, *, session_id: str, idle_for: timedelta, **fields
+) -> ChatSession:
+    """A session whose preview runs on the real engine, last active `idle_for` ago."""
+    from previews.services import preview_open
+
+    session = chat_session_create(owner, session_id=session_id, **fields)
+    preview_open(session=session)
+    ChatSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now() - idle_for)
+    session.refresh_from_db()
+    return session

@@ -1,0 +1,191 @@
+"""The sweep as plain functions (no Celery): decisions, stops, runs, on the real engine."""
+
+from __future__ import annotations
+
+from datetime import timedelta as td
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chat.models import ChatSession
+from chat.services import message_send
+from cleanup.models import CleanupRun, StopDecision
+from cleanup.stops import decision_execute, stop_inline
+from cleanup.sweep import LOCK_KEY, sweep
+from kosuke.redis_client import redis_client
+from previews.models import Preview, PreviewState
+from tests.builders import chat_session_create, session_with_running_preview
+
+pytestmark = pytest.mark.django_db
+
+Outcome = StopDecision.Outcome
+
+
+def _state(session) -> str:
+    return Preview.objects.get(session=session).state
+
+
+def _running_containers(docker_client, session) -> int:
+    label = f"kosuke.session_pk={session.pk}"
+    return len(docker_client.containers.list(filters={"label": label}))
+
+
+def test_it_stops_inactive_previews_and_leaves_active_ones(previews_on_docker, alice):
+    idle = session_with_running_preview(alice, session_id="idle", idle_for=td(minutes=45))
+    busy = session_with_running_preview(alice, session_id="busy", idle_for=td(minutes=5))
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+
+    assert (_state(idle), _state(busy)) == ("stopped", "running")
+    assert _running_containers(previews_on_docker, idle) == 0
+    assert _running_containers(previews_on_docker, busy) == 1
+    assert (run.examined, run.found, run.stopped, run.skipped, run.failed) == (2, 1, 1, 0, 0)
+    assert run.finished_at is not None
+    decision = StopDecision.objects.get()
+    assert (decision.session_id, decision.stop_reason, decision.outcome) == (
+        "idle",
+        "inactive",
+        "stopped",
+    )
+    assert decision.reason.startswith("stopped after 45 min without activity")
+    preview = Preview.objects.get(session=idle)
+    assert preview.last_stop_message().startswith("stopped after 45 min without activity")
+
+
+def test_a_message_between_sweep_and_stop_keeps_the_preview(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=45))
+    handed_out = []
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out.append)
+
+    message_send(session=session, content="wait, one more change")
+    outcome = decision_execute(decision_id=handed_out[0].pk)
+
+    assert outcome == Outcome.SKIPPED
+    assert _state(session) == "running"
+    decision = StopDecision.objects.get()
+    assert decision.outcome_detail.startswith("not stopped after all: active")
+    assert CleanupRun.objects.get().skipped == 1
+
+
+def test_a_dry_run_decides_and_records_but_stops_nothing(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline, dry_run=True)
+
+    assert _state(session) == "running"
+    assert _running_containers(previews_on_docker, session) == 1
+    assert (run.dry_run, run.found, run.stopped, run.skipped) == (True, 1, 0, 1)
+    assert StopDecision.objects.get().outcome == Outcome.DRY_RUN
+
+
+def test_the_batch_size_caps_the_stops_longest_idle_first(previews_on_docker, alice):
+    sessions = [
+        session_with_running_preview(alice, session_id=f"s{hours}", idle_for=td(hours=hours))
+        for hours in (1, 3, 2)
+    ]
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline, batch_size=2)
+
+    assert [_state(s) for s in sessions] == ["running", "stopped", "stopped"]
+    assert (run.found, run.stopped, run.skipped) == (3, 2, 1)
+    deferred = StopDecision.objects.get(outcome=Outcome.DEFERRED)
+    assert deferred.session_id == "s1"
+
+
+def test_a_threshold_given_for_the_run_overrides_the_setting(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=10))
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline, threshold_minutes=5)
+
+    assert run.threshold_minutes == 5
+    assert _state(session) == "stopped"
+
+
+def test_a_second_sweep_while_one_runs_does_nothing(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    held = redis_client().lock(LOCK_KEY, timeout=30)
+    held.acquire()
+    try:
+        assert sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=stop_inline) is None
+    finally:
+        held.release()
+
+    assert _state(session) == "running"
+    assert not CleanupRun.objects.exists()
+
+
+def test_it_lists_containers_once_per_engine(previews_on_docker, alice):
+    for n in range(3):
+        session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=2))
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+
+    assert run.engine_list_calls == 1
+    assert run.stopped == 3
+
+
+def test_its_queries_do_not_grow_with_the_history_of_stopped_sessions(previews_on_docker, alice):
+    session_with_running_preview(alice, session_id="live", idle_for=td(minutes=1))
+
+    def queries_of_one_sweep() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+        return len(queries)
+
+    few = queries_of_one_sweep()
+    history = [ChatSession(owner=alice, project_id="old", session_id=f"h{n}") for n in range(500)]
+    sessions = ChatSession.objects.bulk_create(history)
+    Preview.objects.bulk_create(
+        Preview(session=s, state=PreviewState.STOPPED, engine="unix:///gone") for s in sessions
+    )
+
+    assert queries_of_one_sweep() == few
+
+
+def test_it_removes_containers_whose_session_is_gone(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=1))
+    label = f"kosuke.session_pk={session.pk}"
+    session.delete()
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+
+    assert previews_on_docker.containers.list(all=True, filters={"label": label}) == []
+    orphan = StopDecision.objects.get()
+    assert (orphan.stop_reason, orphan.outcome, orphan.session_id) == ("orphan", "stopped", "s")
+    assert run.stopped == 1
+
+
+def test_a_stop_interrupted_by_a_dead_worker_is_finished_by_its_redelivery(
+    previews_on_docker, alice
+):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    handed_out = []
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out.append)
+    decision = handed_out[0]
+    # The first delivery claimed the preview, then its worker was killed.
+    Preview.objects.filter(session=session).update(
+        state=PreviewState.STOPPING, claim_token=f"decision:{decision.pk}"
+    )
+
+    assert decision_execute(decision_id=decision.pk) == Outcome.STOPPED
+    assert _state(session) == "stopped"
+    assert decision_execute(decision_id=decision.pk) == Outcome.STOPPED  # and again: no-op
+    assert CleanupRun.objects.get().stopped == 1
+
+
+def test_an_unreachable_engine_is_recorded_and_the_rest_goes_on(
+    previews_on_docker, alice, tmp_path
+):
+    healthy = session_with_running_preview(alice, session_id="ok", idle_for=td(hours=2))
+    lost = chat_session_create(alice, session_id="lost")
+    Preview.objects.create(
+        session=lost, state=PreviewState.RUNNING, engine=f"unix://{tmp_path}/d.sock"
+    )
+
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+
+    assert _state(healthy) == "stopped"
+    assert _state(lost) == "running"
+    assert run.errors[0]["engine"] == f"unix://{tmp_path}/d.sock"
+    assert "unreachable" in run.errors[0]["error"]

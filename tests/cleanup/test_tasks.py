@@ -1,0 +1,101 @@
+"""The sweep and stop tasks on a real Celery worker, Redis broker and Docker engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import timedelta as td
+
+import pytest
+from celery import signals
+from django.utils import timezone
+
+from cleanup.models import StopDecision
+from cleanup.tasks import sweep_task
+from previews.models import Preview
+from tests.builders import session_with_running_preview
+from tests.polling import finished_run
+
+Outcome = StopDecision.Outcome
+
+
+def _on_engine(session, url: str) -> None:
+    Preview.objects.filter(session=session).update(engine=url)
+
+
+@pytest.fixture
+def retries():
+    """(retry number, countdown in seconds) of every stop retry the worker publishes."""
+    published = []
+
+    def record(sender: str, headers: dict, **_):
+        if sender == "cleanup.stop_preview" and headers.get("retries") and headers.get("eta"):
+            countdown = datetime.fromisoformat(headers["eta"]) - timezone.now()
+            published.append((headers["retries"], countdown.total_seconds()))
+
+    signals.before_task_publish.connect(record, weak=False)
+    yield published
+    signals.before_task_publish.disconnect(record)
+
+
+def test_the_sweep_task_stops_idle_previews_through_stop_tasks(worker, alice):
+    idle = session_with_running_preview(alice, session_id="idle", idle_for=td(minutes=40))
+    active = session_with_running_preview(alice, session_id="active", idle_for=td(minutes=1))
+
+    summary = sweep_task.delay(trigger="beat").get(timeout=30)
+    run = finished_run()
+
+    assert summary["found"] == 1 and summary["trigger"] == "beat"
+    assert (run.stopped, run.failed) == (1, 0)
+    assert Preview.objects.get(session=idle).state == "stopped"
+    assert Preview.objects.get(session=active).state == "running"
+
+
+def test_a_dry_run_task_stops_nothing(worker, alice):
+    idle = session_with_running_preview(alice, session_id="idle", idle_for=td(minutes=40))
+
+    summary = sweep_task.delay(trigger="command", dry_run=True).get(timeout=30)
+
+    assert (summary["found"], summary["stopped"], summary["finished"]) == (1, 0, True)
+    assert Preview.objects.get(session=idle).state == "running"
+
+
+def test_a_stop_retries_with_growing_delays_until_the_engine_recovers(
+    worker, alice, engine_proxy, retries
+):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
+    _on_engine(session, engine_proxy.url)
+    engine_proxy.fail(b"/stop", times=3)
+
+    sweep_task.delay().get(timeout=30)
+    run = finished_run()
+
+    assert engine_proxy.failed == 3
+    assert [number for number, _ in retries] == [1, 2, 3]
+    countdowns = [countdown for _, countdown in retries]
+    # Exponential from 1 s with jitter in [d/2, d]: always longer than the one before.
+    for countdown, base in zip(countdowns, (1, 2, 4), strict=True):
+        assert base / 2 - 0.1 <= countdown <= base + 0.1
+    assert countdowns == sorted(countdowns)
+    assert (run.stopped, run.failed) == (1, 0)
+    assert Preview.objects.get(session=session).state == "stopped"
+
+
+def test_one_failing_session_does_not_stop_the_others(worker, alice, engine_proxy):
+    failing = session_with_running_preview(alice, session_id="failing", idle_for=td(hours=2))
+    others = [
+        session_with_running_preview(alice, session_id=f"ok{n}", idle_for=td(hours=1))
+        for n in range(2)
+    ]
+    _on_engine(failing, engine_proxy.url)
+    engine_proxy.fail(b"/stop", times=1000)
+
+    sweep_task.delay().get(timeout=30)
+    run = finished_run()
+
+    assert (run.found, run.stopped, run.failed) == (3, 2, 1)
+    assert [Preview.objects.get(session=s).state for s in others] == ["stopped", "stopped"]
+    assert Preview.objects.get(session=failing).state == "running"  # never claimed stopped
+    failed = StopDecision.objects.get(outcome=Outcome.FAILED)
+    assert failed.session_id == "failing" and "could not stop" in failed.outcome_detail
+    assert run.errors == [{"session": "proj-1/failing", "error": failed.outcome_detail}]
+    assert engine_proxy.failed == 4  # the first try and 3 retries

@@ -1,0 +1,72 @@
+"""A Unix-socket proxy in front of the real Docker engine that fails chosen requests.
+
+Tests point a preview's engine URL at it to meet a failing engine, then a recovering
+one, without touching the real engine: `fail(b"/stop", times=3)` cuts the connection of
+the next three requests whose first bytes contain `/stop`; everything else goes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from pathlib import Path
+
+
+class EngineProxy:
+    def __init__(self, socket_path: Path, target_url: str):
+        if not target_url.startswith("unix://"):
+            raise ValueError("the proxy forwards to a Unix-socket engine only")
+        self.target = target_url.removeprefix("unix://")
+        self.path = socket_path
+        self.url = f"unix://{socket_path}"
+        self.failed = 0  # requests cut so far
+        self._pattern = b""
+        self._failures_left = 0
+        self._lock = threading.Lock()
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(str(socket_path))
+        self._server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def fail(self, pattern: bytes, *, times: int) -> None:
+        with self._lock:
+            self._pattern, self._failures_left = pattern, times
+
+    def close(self) -> None:
+        self._server.close()
+        os.unlink(self.path)
+
+    def _should_fail(self, request: bytes) -> bool:
+        with self._lock:
+            if self._failures_left and self._pattern in request[:512]:
+                self._failures_left -= 1
+                self.failed += 1
+                return True
+            return False
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if inspect and self._should_fail(data):
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
