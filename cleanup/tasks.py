@@ -11,6 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 
+from chat.models import ChatSession
 from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle
@@ -60,13 +61,18 @@ def sweep_task(
     threshold_minutes: int | None = None,
     batch_size: int | None = None,
     dry_run: bool = False,
+    session_pk: int | None = None,
 ) -> dict:
+    session = ChatSession.objects.filter(pk=session_pk).first() if session_pk else None
+    if session_pk and session is None:
+        return {"skipped": f"session {session_pk} no longer exists"}
     run = sweep(
         trigger=trigger,
         dispatch=stop_enqueue,
         threshold_minutes=threshold_minutes,
         batch_size=batch_size,
         dry_run=dry_run,
+        session=session,
     )
     return run.summary() if run else {"skipped": "another sweep is running"}
 

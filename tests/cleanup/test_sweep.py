@@ -15,7 +15,7 @@ from cleanup.stops import decision_execute, stop_inline
 from cleanup.sweep import LOCK_KEY, sweep
 from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
-from tests.builders import chat_session_create, session_with_running_preview
+from tests.builders import chat_session_create, session_with_running_preview, user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +189,18 @@ def test_an_unreachable_engine_is_recorded_and_the_rest_goes_on(
     assert _state(lost) == "running"
     assert run.errors[0]["engine"] == f"unix://{tmp_path}/d.sock"
     assert "unreachable" in run.errors[0]["error"]
+
+
+def test_the_admin_shows_runs_and_decisions_read_only(previews_on_docker, alice, client):
+    session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+    client.force_login(user_create("operator", is_staff=True, is_superuser=True))
+
+    runs = client.get("/admin/cleanup/cleanuprun/", {"trigger": "command", "outcome": "clean"})
+    decisions = client.get("/admin/cleanup/stopdecision/", {"outcome": "stopped"})
+    detail = client.get(f"/admin/cleanup/cleanuprun/{run.pk}/change/")
+
+    assert runs.status_code == decisions.status_code == detail.status_code == 200
+    assert "stopped after 120 min without activity" in decisions.content.decode()
+    assert "stopped after 120 min without activity" in detail.content.decode()
+    assert client.get("/admin/cleanup/cleanuprun/add/").status_code == 403

@@ -1,0 +1,95 @@
+"""Cleanup runs and their stop decisions in the admin: read-only history."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from cleanup.models import CleanupRun, StopDecision
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History is written by the sweep only."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class RunOutcomeFilter(admin.SimpleListFilter):
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("failed", "with failures"), ("clean", "no failures"), ("open", "still stopping")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "failed":
+            return queryset.filter(failed__gt=0)
+        if self.value() == "clean":
+            return queryset.filter(failed=0, finished_at__isnull=False)
+        if self.value() == "open":
+            return queryset.filter(finished_at__isnull=True)
+        return queryset
+
+
+class StopDecisionInline(admin.TabularInline):
+    model = StopDecision
+    fields = (
+        "project_id",
+        "session_id",
+        "stop_reason",
+        "reason",
+        "level",
+        "outcome",
+        "outcome_detail",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(CleanupRun)
+class CleanupRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "pk",
+        "started_at",
+        "trigger",
+        "dry_run",
+        "threshold_minutes",
+        "examined",
+        "found",
+        "stopped",
+        "skipped",
+        "failed",
+        "duration_ms",
+        "finished_at",
+    )
+    list_filter = ("trigger", RunOutcomeFilter, "dry_run", "started_at")
+    date_hierarchy = "started_at"
+    inlines = [StopDecisionInline]
+
+
+@admin.register(StopDecision)
+class StopDecisionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "decided_at",
+        "project_id",
+        "session_id",
+        "stop_reason",
+        "reason",
+        "level",
+        "outcome",
+        "run",
+    )
+    list_filter = ("outcome", "stop_reason", "level", "run__trigger", "decided_at")
+    search_fields = ("project_id", "session_id", "reason", "outcome_detail")
+    date_hierarchy = "decided_at"
+    list_select_related = ("run",)

@@ -1,0 +1,172 @@
+"""One-off cleanup: decide for every running preview now and stop the idle ones."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import ArgumentTypeError
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chat.models import ChatSession
+from cleanup.models import CleanupRun, StopDecision
+from cleanup.stops import stop_inline
+from cleanup.sweep import sweep
+from cleanup.tasks import sweep_task
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Run one cleanup sweep now: decide for every running preview (or one session's) "
+        "and stop those that went idle. Prints the summary; exits 1 if any stop failed."
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def one_line_error(message: str) -> NoReturn:
+            sys.stderr.write(f"cleanup_previews: {message} (see --help)\n")
+            sys.exit(2)
+
+        parser.error = one_line_error
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="decide and record the decisions, but stop nothing",
+        )
+        parser.add_argument(
+            "--threshold-minutes",
+            type=positive_int,
+            metavar="N",
+            help="stop previews inactive for N minutes or more "
+            f"(default CLEANUP_THRESHOLD_MINUTES={settings.CLEANUP_THRESHOLD_MINUTES}; "
+            "a session's own idle timeout still wins)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            metavar="N",
+            help="stop at most N previews, longest idle first; the rest wait for the next sweep "
+            f"(default CLEANUP_BATCH_SIZE={settings.CLEANUP_BATCH_SIZE})",
+        )
+        parser.add_argument(
+            "--session",
+            metavar="PROJECT/SESSION",
+            help="only this session's preview (add --owner when several users have these ids)",
+        )
+        parser.add_argument("--owner", metavar="USERNAME", help="the owner of --session")
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="hand the sweep to the Celery workers and return at once, instead of "
+            "running it in this process",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the summary as one JSON object"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        session = self._session(options["session"], options["owner"])
+        if options["enqueue"]:
+            self._enqueue(options, session)
+            return
+        run = sweep(
+            trigger=CleanupRun.Trigger.COMMAND,
+            dispatch=self._progress(stop_inline, quiet=options["json"]),
+            threshold_minutes=options["threshold_minutes"],
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            session=session,
+        )
+        if run is None:
+            raise CommandError("another sweep is running right now; try again in a moment")
+        self._report(run, as_json=options["json"])
+        if run.failed:
+            sys.exit(1)
+
+    def _session(self, spec: str | None, owner: str | None) -> ChatSession | None:
+        if spec is None:
+            if owner:
+                raise CommandError("--owner only makes sense with --session")
+            return None
+        project_id, _, session_id = spec.partition("/")
+        if not project_id or not session_id:
+            raise CommandError(f"--session {spec!r}: expected PROJECT/SESSION")
+        matches = ChatSession.objects.filter(project_id=project_id, session_id=session_id)
+        if owner:
+            matches = matches.filter(owner__username=owner)
+        found = list(matches[:2])
+        if not found:
+            raise CommandError(f"no chat session {spec}" + (f" of {owner}" if owner else ""))
+        if len(found) > 1:
+            raise CommandError(f"several users have a session {spec}; add --owner USERNAME")
+        return found[0]
+
+    def _enqueue(self, options: dict[str, Any], session: ChatSession | None) -> None:
+        if not settings.WORKER_ENABLED:
+            raise CommandError("workers are disabled (WORKER_ENABLED=false); run without --enqueue")
+        result = sweep_task.delay(
+            trigger=CleanupRun.Trigger.COMMAND,
+            threshold_minutes=options["threshold_minutes"],
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            session_pk=session.pk if session else None,
+        )
+        if options["json"]:
+            self.stdout.write(json.dumps({"enqueued": result.id}))
+        else:
+            self.stdout.write(f"sweep handed to the workers as task {result.id} (see Flower)")
+
+    def _progress(self, dispatch, *, quiet: bool):
+        """Show each stop as it happens when a person watches the terminal."""
+        if quiet or not sys.stderr.isatty():
+            return dispatch
+        done = 0
+
+        def dispatch_with_progress(decision: StopDecision) -> None:
+            nonlocal done
+            sys.stderr.write(f"\rstopping {decision.project_id}/{decision.session_id} ...\033[K")
+            sys.stderr.flush()
+            dispatch(decision)
+            done += 1
+            sys.stderr.write(f"\r{done} stop(s) done\033[K")
+            sys.stderr.flush()
+
+        return dispatch_with_progress
+
+    def _report(self, run: CleanupRun, *, as_json: bool) -> None:
+        summary = run.summary()
+        if as_json:
+            self.stdout.write(json.dumps(summary))
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        mode = " (dry run)" if run.dry_run else ""
+        self.stdout.write(
+            f"run {run.pk}{mode}: examined {run.examined}, found {run.found}, "
+            f"stopped {run.stopped}, skipped {run.skipped}, failed {run.failed} "
+            f"in {run.duration_ms} ms"
+        )
+        for decision in run.decisions.order_by("pk"):
+            self.stdout.write(
+                f"  {decision.outcome:9} {decision.project_id}/{decision.session_id}: "
+                f"{decision.reason}"
+                + (f" ({decision.outcome_detail})" if decision.outcome_detail else "")
+            )
+        for error in run.errors:
+            self.stderr.write(f"  error: {error}")
