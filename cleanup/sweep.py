@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -38,6 +38,9 @@ from previews.services import preview_reconcile
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "cleanup:sweep-lock"
+# A stop handed out this long ago and still pending was lost (its message with it); any
+# younger one is under way, so the session is not handed out twice.
+PENDING_LOST_AFTER = timedelta(minutes=15)
 # Longer than any sweep may run (its hard time limit), so a crashed sweep frees the lock.
 LOCK_TIMEOUT_SECONDS = 360
 
@@ -78,6 +81,16 @@ def _orphans(containers: dict[int, list[Container]]) -> list[Container]:
     ]
 
 
+def _stops_under_way(now: datetime) -> set[int]:
+    """Sessions with a stop handed out and not settled; lost ones are settled as failed."""
+    pending = StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING)
+    for lost in pending.filter(decided_at__lt=now - PENDING_LOST_AFTER).values_list(
+        "pk", flat=True
+    ):
+        decision_settle(lost, StopDecision.Outcome.FAILED, "lost: never carried out")
+    return set(pending.values_list("chat_session_id", flat=True))
+
+
 def _decisions(
     previews: list[Preview],
     containers: dict[int, list[Container]],
@@ -88,9 +101,10 @@ def _decisions(
 ) -> list[tuple[Preview, Decision]]:
     """Reconcile each preview with its engine and decide; one bad row never stops the rest."""
     presence = sessions_presence([preview.session_id for preview in previews], now=now)
+    under_way = _stops_under_way(now)
     to_stop = []
     for preview in previews:
-        if preview.engine in unreachable:
+        if preview.engine in unreachable or preview.session_id in under_way:
             continue
         session = preview.session
         session_containers = containers.get(session.pk, [])

@@ -135,7 +135,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Seconds before Redis hands an unacknowledged task to another worker. Retry delays and
 # time limits stay well below it, or a task would run twice.
 CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS,
+    # Look for messages of dead workers every quarter visibility timeout (at most each
+    # minute) rather than kombu's default of about every 100 s.
+    "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT_SECONDS // 4)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Results in Redis live 7 days (the source's completed-job retention); the durable

@@ -63,6 +63,8 @@ def _transition(
             raise ValueError(f"a preview cannot go from {state} to {to}")
     rows = Preview.objects.filter(pk=preview.pk, state__in=from_states)
     if unchanged_since_read:
+        if preview.state not in from_states:
+            return False  # the row as read does not qualify; no need to ask the database
         rows = rows.filter(state_changed_at=preview.state_changed_at)
     changed = rows.update(state=to, state_changed_at=now, **fields)
     if changed:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
 TAG = "kosuke-preview-test:latest"
+SERVE_HTTP = ["/bin/busybox", "httpd", "-f", "-p", "3000", "-h", "/www"]
+# A dev server that ignores SIGTERM: stopping it takes the whole stop timeout.
+IGNORE_SIGTERM = ["/bin/busybox", "sh", "-c", "trap '' TERM; while :; do busybox sleep 1; done"]
 
 
-def preview_image_build(docker_client) -> str:
-    """`docker import` a root filesystem holding a static busybox that serves HTTP on 3000.
+def preview_image_build(docker_client, *, tag: str = TAG, command: list[str] = SERVE_HTTP) -> str:
+    """`docker import` a root filesystem holding a static busybox that runs `command`
+    (by default: serve HTTP on port 3000).
 
     Raises FileNotFoundError when no static busybox is installed (Debian: busybox-static).
     """
@@ -25,11 +30,11 @@ def preview_image_build(docker_client) -> str:
         info = tarfile.TarInfo("www/index.html")
         info.size = len(page)
         tar.addfile(info, io.BytesIO(page))
-    repository, tag = TAG.split(":")
+    repository, version = tag.split(":")
     docker_client.api.import_image_from_data(
         rootfs.getvalue(),
         repository=repository,
-        tag=tag,
-        changes=['CMD ["/bin/busybox", "httpd", "-f", "-p", "3000", "-h", "/www"]'],
+        tag=version,
+        changes=[f"CMD {json.dumps(command)}"],
     )
-    return TAG
+    return tag

@@ -7,6 +7,7 @@ from datetime import timedelta as td
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import message_send
@@ -204,3 +205,27 @@ def test_the_admin_shows_runs_and_decisions_read_only(previews_on_docker, alice,
     assert "stopped after 120 min without activity" in decisions.content.decode()
     assert "stopped after 120 min without activity" in detail.content.decode()
     assert client.get("/admin/cleanup/cleanuprun/add/").status_code == 403
+
+
+def test_a_stop_already_handed_out_is_not_handed_out_again(previews_on_docker, alice):
+    session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    handed_out = []
+
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out.append)
+    second = sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out.append)
+
+    assert len(handed_out) == 1
+    assert second.found == 0
+
+
+def test_a_stop_lost_long_ago_is_settled_as_failed_and_decided_again(previews_on_docker, alice):
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=lambda decision: None)  # the message is lost
+    StopDecision.objects.update(decided_at=timezone.now() - td(hours=1))
+
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=stop_inline)
+
+    first, second = StopDecision.objects.order_by("pk")
+    assert (first.outcome, first.outcome_detail) == ("failed", "lost: never carried out")
+    assert second.outcome == "stopped"
+    assert _state(session) == "stopped"

@@ -1,0 +1,192 @@
+"""End to end: `celery -A kosuke worker` and `celery -A kosuke beat` as real processes.
+
+The processes share the test database, Redis and the Docker engine with this test; the
+tests arrange rows, let the schedule run, and watch the database and the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta as td
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from chat.models import ChatSession
+from cleanup.models import StopDecision
+from cleanup.tasks import sweep_task
+from previews.engine import engine
+from previews.models import Preview, PreviewState
+from tests.builders import session_with_running_preview
+from tests.polling import wait_for
+from tests.preview_image import IGNORE_SIGTERM, preview_image_build
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = [sys.executable, "-m", "celery", "-A", "kosuke"]
+
+
+def _database_url() -> str:
+    """The test database, for the processes (it only exists while the tests run)."""
+    db = connection.settings_dict
+    host = db["HOST"] or db["OPTIONS"].get("host", "")
+    port = f"&port={db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}{port}"
+
+
+class Processes:
+    """Starts processes in their own process groups and makes sure they all end."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir, self.env, self.started = log_dir, env, []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
+        process = subprocess.Popen(
+            [*CELERY, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append((name, process))
+        return process
+
+    def worker(self, name: str) -> subprocess.Popen:
+        return self.start(
+            name,
+            "worker",
+            "-Q",
+            "sweeps,stops",
+            "-c",
+            "2",
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+        )
+
+    def beat(self, name: str) -> subprocess.Popen:
+        schedule = self.log_dir / f"{name}-schedule"
+        return self.start(name, "beat", "-s", str(schedule), "--loglevel", "INFO")
+
+    def kill(self, process: subprocess.Popen) -> None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for _, process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for _name, process in self.started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{(self.log_dir / f'{name}.log').read_text(errors='replace')[-3000:]}"
+            for name, _ in self.started
+        )
+
+
+@pytest.fixture
+def processes(transactional_db, previews_on_docker, tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DOCKER_HOST": engine().url,
+        "PREVIEW_IMAGE": settings.PREVIEW_IMAGE,
+        "PREVIEW_MANAGED_BY": settings.PREVIEW_MANAGED_BY,
+        "PREVIEW_STOP_TIMEOUT_SECONDS": "6",
+        "CLEANUP_INTERVAL_SECONDS": "2",
+        "CELERY_VISIBILITY_TIMEOUT_SECONDS": "10",
+    }
+    running = Processes(tmp_path, env)
+    yield running
+    running.stop_all()
+    print(running.logs())
+
+
+def _state(session: ChatSession) -> str:
+    return Preview.objects.get(session=session).state
+
+
+def test_beat_stops_an_idle_preview_with_no_manual_trigger(processes, alice):
+    threshold = td(minutes=settings.CLEANUP_THRESHOLD_MINUTES)
+    # Goes idle past the threshold 3 seconds from now.
+    session = session_with_running_preview(
+        alice, session_id="s", idle_for=threshold - td(seconds=3)
+    )
+    crossed_at = session.last_activity_at + threshold
+    processes.worker("worker")
+    processes.beat("beat")
+
+    wait_for(lambda: _state(session) == "stopped", timeout=90, what="the schedule to stop it")
+
+    stopped_at = Preview.objects.get(session=session).stopped_at
+    print(
+        f"threshold crossed -> preview stopped: {(stopped_at - crossed_at).total_seconds():.1f} s"
+    )
+    containers = engine().containers({"kosuke.session_pk": str(session.pk)})
+    assert [c.state for c in containers] == ["exited"]
+    assert StopDecision.objects.get().outcome == "stopped"
+
+
+def test_two_beats_at_once_still_stop_each_preview_once(processes, alice):
+    sessions = [
+        session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=1))
+        for n in range(3)
+    ]
+    processes.worker("worker")
+    processes.beat("beat-1")
+    processes.beat("beat-2")
+
+    wait_for(
+        lambda: all(_state(s) == "stopped" for s in sessions),
+        timeout=90,
+        what="every preview to stop",
+    )
+    time.sleep(5)  # a few more sweeps from both beats: nothing more may happen
+
+    decisions = StopDecision.objects.order_by("session_id")
+    assert [(d.session_id, d.outcome) for d in decisions] == [
+        ("s0", "stopped"),
+        ("s1", "stopped"),
+        ("s2", "stopped"),
+    ]
+    assert StopDecision.objects.values("run").distinct().count() >= 1
+
+
+def test_a_worker_killed_mid_stop_loses_nothing(processes, alice, previews_on_docker, settings):
+    settings.PREVIEW_IMAGE = preview_image_build(
+        previews_on_docker, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
+    )
+    processes.env["PREVIEW_IMAGE"] = settings.PREVIEW_IMAGE
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
+    first = processes.worker("worker-1")
+    sweep_task.delay()
+
+    wait_for(
+        lambda: _state(session) == PreviewState.STOPPING,
+        timeout=60,
+        what="the first worker to begin the stop",
+    )
+    processes.kill(first)  # SIGKILL, mid-stop: no chance to clean up or acknowledge
+    assert _state(session) == PreviewState.STOPPING
+    processes.worker("worker-2")
+
+    wait_for(lambda: _state(session) == "stopped", timeout=90, what="the stop to complete")
+    decision = StopDecision.objects.get()
+    assert decision.outcome == "stopped"
+    containers = engine().containers({"kosuke.session_pk": str(session.pk)})
+    assert [c.state for c in containers] == ["exited"]
