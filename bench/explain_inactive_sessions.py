@@ -8,14 +8,9 @@ sessions whose activity is spread over 90 days, and prints the plans and timings
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
-from pathlib import Path
+from datetime import timedelta
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kosuke import embedded
+from harness import django_ready
 
 
 def main() -> None:
@@ -23,41 +18,18 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100_000, help="rows to insert")
     parser.add_argument("--batch", type=int, default=100, help="batch size of the sweep query")
     args = parser.parse_args()
-
-    if not os.environ.get("DATABASE_URL"):
-        data_dir = Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "pg"
-        os.environ["DATABASE_URL"], _server = embedded.postgres_start(data_dir, delete_on_exit=True)
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "kosuke.settings"
-
-    import django
-
-    django.setup()
-    from datetime import timedelta
+    django_ready()
 
     from django.contrib.auth.models import User
-    from django.core.management import call_command
-    from django.db import connection
     from django.utils import timezone
 
     from chat.models import ChatSession
     from chat.selectors import sessions_inactive
+    from tests.builders import sessions_bulk_insert
 
-    call_command("migrate", verbosity=0)
     ChatSession.objects.all().delete()
     owner, _ = User.objects.get_or_create(username="bench")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO chat_chatsession
-                (owner_id, project_id, session_id, title, created_at, updated_at, last_activity_at)
-            SELECT %s, 'p' || (n %% 1000), 's' || n, '', now(), now(),
-                   now() - (n * interval '90 days' / %s)
-            FROM generate_series(1, %s) AS n
-            """,
-            [owner.pk, args.sessions, args.sessions],
-        )
-        cursor.execute("ANALYZE chat_chatsession")
+    sessions_bulk_insert(owner, args.sessions, spread=timedelta(days=90))
 
     query = sessions_inactive(now=timezone.now(), threshold=timedelta(minutes=30))
     print(f"sessions: {ChatSession.objects.count()}, inactive > 30 min: {query.count()}")

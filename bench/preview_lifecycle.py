@@ -11,14 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kosuke import embedded
+from harness import django_ready
 
 
 def main() -> None:
@@ -26,25 +21,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="open/stop/reopen cycles")
     args = parser.parse_args()
 
-    if not os.environ.get("DATABASE_URL"):
-        data_dir = Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "pg"
-        os.environ["DATABASE_URL"], _server = embedded.postgres_start(data_dir, delete_on_exit=True)
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("PREVIEW_MANAGED_BY", "kosuke-bench")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "kosuke.settings"
-    import django
-
-    django.setup()
+    django_ready()
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.core.management import call_command
 
     from chat.models import ChatSession
     from previews.engine import engine
     from previews.models import StopReason
     from previews.services import preview_open, preview_stop
 
-    call_command("migrate", verbosity=0)
     docker_client = engine().client
     if not os.environ.get("PREVIEW_IMAGE"):
         from tests.preview_image import preview_image_build

@@ -9,16 +9,10 @@ builds the busybox test image. Sweeps are dry runs, so the running previews stay
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kosuke import embedded
+from harness import django_ready
 
 
 def main() -> None:
@@ -30,24 +24,11 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=5, help="sweeps measured per size")
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="kosuke-bench-"))
-    if not os.environ.get("DATABASE_URL"):
-        os.environ["DATABASE_URL"], _pg = embedded.postgres_start(state / "pg", delete_on_exit=True)
-    if not os.environ.get("REDIS_URL"):
-        os.environ["REDIS_URL"], _redis = embedded.redis_start(
-            state / "redis", port=embedded.free_port(), persist=False
-        )
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("PREVIEW_MANAGED_BY", "kosuke-bench")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "kosuke.settings"
-    import django
-
-    django.setup()
+    django_ready(redis=True)
     from datetime import timedelta
 
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
@@ -59,7 +40,6 @@ def main() -> None:
     from previews.services import preview_open
     from tests.preview_image import preview_image_build
 
-    call_command("migrate", verbosity=0)
     settings.PREVIEW_IMAGE = preview_image_build(engine().client)
     owner, _ = User.objects.get_or_create(username="bench")
     live = []

@@ -30,6 +30,15 @@ class ActivityLevel(models.TextChoices):
     DISCONNECTED = "disconnected", "disconnected (no viewer)"
 
 
+def level_after_quiet(quiet_for: timedelta) -> ActivityLevel:
+    """Active, idle or background, by the time since the last activity."""
+    if quiet_for < ACTIVE_WITHIN:
+        return ActivityLevel.ACTIVE
+    if quiet_for < IDLE_WITHIN:
+        return ActivityLevel.IDLE
+    return ActivityLevel.BACKGROUND
+
+
 class ChatSession(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
@@ -77,12 +86,7 @@ class ChatSession(models.Model):
 
     def activity_level(self, now: datetime) -> ActivityLevel:
         """Level by time since the last activity alone (no presence)."""
-        quiet_for = now - self.last_activity_at
-        if quiet_for < ACTIVE_WITHIN:
-            return ActivityLevel.ACTIVE
-        if quiet_for < IDLE_WITHIN:
-            return ActivityLevel.IDLE
-        return ActivityLevel.BACKGROUND
+        return level_after_quiet(now - self.last_activity_at)
 
 
 class ChatMessage(models.Model):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 
-from chat.models import ACTIVE_WITHIN, IDLE_WITHIN, ActivityLevel
+from chat.models import ActivityLevel, level_after_quiet
 from chat.presence import Presence
 from previews.engine import Container
 from previews.models import Preview, PreviewState, StopReason
@@ -90,12 +90,7 @@ def _has_left(snapshot: Snapshot, now: datetime, policy: Policy) -> bool:
 def activity_level(snapshot: Snapshot, now: datetime, policy: Policy) -> ActivityLevel:
     if _has_left(snapshot, now, policy):
         return ActivityLevel.DISCONNECTED
-    quiet_for = now - snapshot.last_activity_at
-    if quiet_for < ACTIVE_WITHIN:
-        return ActivityLevel.ACTIVE
-    if quiet_for < IDLE_WITHIN:
-        return ActivityLevel.IDLE
-    return ActivityLevel.BACKGROUND
+    return level_after_quiet(now - snapshot.last_activity_at)
 
 
 def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:

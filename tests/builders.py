@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -51,3 +52,18 @@ def session_with_running_preview(
     ChatSession.objects.filter(pk=session.pk).update(last_activity_at=timezone.now() - idle_for)
     session.refresh_from_db()
     return session
+
+
+def sessions_bulk_insert(owner: User, count: int, *, spread: timedelta) -> None:
+    """`count` sessions of `owner`, their last activity spread evenly over `spread` ago."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO chat_chatsession
+                (owner_id, project_id, session_id, title, created_at, updated_at, last_activity_at)
+            SELECT %s, 'p' || (n %% 100), 's' || n, '', now(), now(), now() - (n * %s / %s)
+            FROM generate_series(1, %s) AS n
+            """,
+            [owner.pk, spread, count, count],
+        )
+        cursor.execute("ANALYZE chat_chatsession")

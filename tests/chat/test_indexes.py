@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from chat.selectors import sessions_inactive
-from tests.builders import user_create
+from tests.builders import sessions_bulk_insert, user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -19,23 +19,6 @@ def _plan_nodes(plan: dict):
     yield plan
     for child in plan.get("Plans", []):
         yield from _plan_nodes(child)
-
-
-def _sessions_bulk_insert(count: int) -> None:
-    """`count` sessions, their activity spread evenly over the last 90 days."""
-    owner = user_create("bulk")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO chat_chatsession
-                (owner_id, project_id, session_id, title, created_at, updated_at, last_activity_at)
-            SELECT %s, 'p' || (n %% 100), 's' || n, '', now(), now(),
-                   now() - (n * interval '90 days' / %s)
-            FROM generate_series(1, %s) AS n
-            """,
-            [owner.pk, count, count],
-        )
-        cursor.execute("ANALYZE chat_chatsession")
 
 
 def test_the_last_activity_index_exists():
@@ -47,7 +30,7 @@ def test_the_last_activity_index_exists():
 
 
 def test_a_batch_of_inactive_sessions_is_read_through_the_index():
-    _sessions_bulk_insert(20_000)
+    sessions_bulk_insert(user_create("bulk"), 20_000, spread=td(days=90))
     batch = sessions_inactive(now=timezone.now(), threshold=td(minutes=30))[:100]
 
     plan = json.loads(batch.explain(format="json"))[0]["Plan"]
