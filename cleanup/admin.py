@@ -36,17 +36,12 @@ class RunOutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+DECISION_FIELDS = ("project_id", "session_id", "stop_reason", "reason", "level", "outcome")
+
+
 class StopDecisionInline(admin.TabularInline):
     model = StopDecision
-    fields = (
-        "project_id",
-        "session_id",
-        "stop_reason",
-        "reason",
-        "level",
-        "outcome",
-        "outcome_detail",
-    )
+    fields = (*DECISION_FIELDS, "outcome_detail")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -79,16 +74,7 @@ class CleanupRunAdmin(ReadOnlyAdmin):
 
 @admin.register(StopDecision)
 class StopDecisionAdmin(ReadOnlyAdmin):
-    list_display = (
-        "decided_at",
-        "project_id",
-        "session_id",
-        "stop_reason",
-        "reason",
-        "level",
-        "outcome",
-        "run",
-    )
+    list_display = ("decided_at", *DECISION_FIELDS, "run")
     list_filter = ("outcome", "stop_reason", "level", "run__trigger", "decided_at")
     search_fields = ("project_id", "session_id", "reason", "outcome_detail")
     date_hierarchy = "decided_at"

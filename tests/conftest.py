@@ -154,3 +154,10 @@ def alice_api(alice) -> Client:
 @pytest.fixture
 def bob_api(bob) -> Client:
     return api_client(bob)
+
+
+@pytest.fixture
+def operator(client):
+    """A client logged in as a staff superuser."""
+    client.force_login(user_create("operator", is_staff=True, is_superuser=True))
+    return client

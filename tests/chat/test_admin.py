@@ -9,17 +9,11 @@ from django.utils import timezone
 
 from chat.models import ApiToken, ChatMessage
 from chat.tokens import api_token_user
-from tests.builders import chat_session_create, user_create
+from tests.builders import chat_session_create
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/chat/chatsession/"
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(user_create("operator", is_staff=True, is_superuser=True))
-    return client
 
 
 def test_the_session_list_shows_activity_levels(alice, operator):

@@ -16,7 +16,7 @@ from cleanup.stops import decision_execute, stop_inline
 from cleanup.sweep import LOCK_KEY, sweep
 from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
-from tests.builders import chat_session_create, session_with_running_preview, user_create
+from tests.builders import chat_session_create, session_with_running_preview
 
 pytestmark = pytest.mark.django_db
 
@@ -192,10 +192,10 @@ def test_an_unreachable_engine_is_recorded_and_the_rest_goes_on(
     assert "unreachable" in run.errors[0]["error"]
 
 
-def test_the_admin_shows_runs_and_decisions_read_only(previews_on_docker, alice, client):
+def test_the_admin_shows_runs_and_decisions_read_only(previews_on_docker, alice, operator):
+    client = operator
     session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
     run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
-    client.force_login(user_create("operator", is_staff=True, is_superuser=True))
 
     runs = client.get("/admin/cleanup/cleanuprun/", {"trigger": "command", "outcome": "clean"})
     decisions = client.get("/admin/cleanup/stopdecision/", {"outcome": "stopped"})

@@ -6,17 +6,11 @@ import pytest
 
 from previews.engine import engine_at
 from previews.models import Preview
-from tests.builders import chat_session_create, user_create
+from tests.builders import chat_session_create
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/chat/chatsession/"
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(user_create("operator", is_staff=True, is_superuser=True))
-    return client
 
 
 def _act(operator, action, *sessions):
