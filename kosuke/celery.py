@@ -17,28 +17,56 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@signals.celeryd_init.connect
-def _worker_init(**_: Any) -> None:
+def _component(name: str) -> None:
+    from kosuke.logs import bind_component
     from kosuke.sentry import sentry_component
 
-    sentry_component("worker")
+    bind_component(name)
+    sentry_component(name)
+
+
+@signals.celeryd_init.connect
+def _worker_init(**_: Any) -> None:
+    _component("worker")
+
+
+_in_beat = False
 
 
 @signals.beat_init.connect
 def _beat_init(**_: Any) -> None:
-    from kosuke.sentry import sentry_component
+    global _in_beat
+    _in_beat = True
+    _component("beat")
 
-    sentry_component("beat")
+
+@signals.before_task_publish.connect
+def _beat_heartbeat(**_: Any) -> None:
+    # Beat's health check (manage.py healthcheck beat) reads when beat last sent a task.
+    if _in_beat:
+        from kosuke.health import beat_heartbeat
+
+        beat_heartbeat()
 
 
 @signals.task_prerun.connect
 def _task_context(task_id: str, task: Any, kwargs: dict | None = None, **_: Any) -> None:
+    from kosuke.logs import bind_task
     from kosuke.sentry import sentry_task_context
 
+    session = (kwargs or {}).get("session")
     delivery = task.request.delivery_info or {}
+    bind_task(task_id=task_id, session=session)
     sentry_task_context(
         task_id=task_id,
         queue=delivery.get("routing_key") or task.request.get("queue") or "",
         retries=task.request.retries,
-        session=(kwargs or {}).get("session"),
+        session=session,
     )
+
+
+@signals.task_postrun.connect
+def _task_context_end(**_: Any) -> None:
+    from kosuke.logs import unbind_task
+
+    unbind_task()

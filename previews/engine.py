@@ -108,6 +108,11 @@ class Engine:
                 )
         return self._client
 
+    def ping(self) -> None:
+        """Raise EngineError unless the engine answers."""
+        with self._errors("answer a ping"):
+            self.client.ping()
+
     def containers(self, labels: dict[str, str]) -> list[Container]:
         """All containers (running or not) carrying every one of `labels`: one list call."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}

@@ -1,0 +1,104 @@
+"""/healthz, /readyz and `manage.py healthcheck`: each dependency's failure is named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from kosuke.health import BEAT_HEARTBEAT_KEY
+from kosuke.redis_client import redis_client
+from previews.engine import engine_at
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_whatever_the_host(client):
+    response = client.get("/healthz", headers={"Host": "not-in-allowed-hosts.example"})
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_when_everything_answers(client, previews_on_docker):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["down"] == []
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,
+        "redis": True,
+        "docker": True,
+    }
+
+
+def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path, previews_on_docker):
+    settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
+    engine_at.cache_clear()
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["docker"]
+    assert settings.DOCKER_HOST in response.json()["checks"]["docker"]["error"]
+
+
+def test_readyz_names_a_redis_that_is_down(client, settings, previews_on_docker):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.REDIS_SOCKET_TIMEOUT_SECONDS = 0.5
+    redis_client.cache_clear()
+    try:
+        response = client.get("/readyz")
+    finally:
+        redis_client.cache_clear()
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["redis"]
+
+
+def test_readyz_names_a_database_that_is_down(tmp_path):
+    probe = (
+        "import django, json; django.setup(); from django.test import Client;"
+        "r = Client().get('/readyz'); print(r.status_code, json.dumps(r.json()))"
+    )
+    env = {**os.environ, "DATABASE_URL": f"postgres://nobody@/db?host={tmp_path}"}
+    env["DJANGO_SETTINGS_MODULE"] = "kosuke.settings"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    status, body = result.stdout.split(" ", 1)
+    assert status == "503", result.stderr
+    assert "database" in json.loads(body)["down"]
+
+
+def test_the_web_healthcheck_command_lists_each_dependency(previews_on_docker, capsys):
+    call_command("healthcheck", "web")
+
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == ["database", "redis", "docker"]
+
+
+def test_beat_is_healthy_while_it_sends_tasks(settings):
+    settings.CLEANUP_INTERVAL_SECONDS = 60
+    redis_client().set(BEAT_HEARTBEAT_KEY, time.time() - 30)
+
+    call_command("healthcheck", "beat")
+
+
+@pytest.mark.parametrize("silent_for", [None, 181])
+def test_beat_is_unhealthy_when_it_went_quiet(settings, silent_for):
+    settings.CLEANUP_INTERVAL_SECONDS = 60
+    if silent_for:
+        redis_client().set(BEAT_HEARTBEAT_KEY, time.time() - silent_for)
+
+    with pytest.raises(CommandError, match="beat last sent a task"):
+        call_command("healthcheck", "beat")
