@@ -1,7 +1,8 @@
 """The development run command (`./scripts/run`): the whole system on one machine.
 
 PostgreSQL and Redis are real servers from pip packages, started here with their data in
-`.local/` (kept across restarts) unless DATABASE_URL / REDIS_URL are set. The processes
+`.local/` (or KOSUKE_STATE_DIR; kept across restarts) unless DATABASE_URL / REDIS_URL
+are set. The processes
 in `Procfile` run under honcho; Ctrl-C stops them all, then the embedded servers.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from kosuke import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-STATE_DIR = BASE_DIR / ".local"
+STATE_DIR = Path(os.environ.get("KOSUKE_STATE_DIR", BASE_DIR / ".local")).resolve()
 
 
 def _first_start_credentials() -> None:
@@ -36,11 +37,34 @@ def _first_start_credentials() -> None:
     print(f"dev: API token {raw_token}")
 
 
+def _flower_credentials() -> str:
+    """user:password for Flower's basic auth, made once and kept in the state folder."""
+    saved = STATE_DIR / "flower-auth"
+    if not saved.exists():
+        saved.write_text(f"admin:{secrets.token_urlsafe(12)}")
+        saved.chmod(0o600)
+    return saved.read_text().strip()
+
+
+def _engine_report() -> None:
+    from previews.engine import EngineError, engine
+
+    try:
+        engine().ping()
+        print(f"dev: Docker engine at {engine().url} answers")
+    except EngineError as exc:
+        print(f"dev: WARNING previews need a Docker engine and none answers: {exc}")
+        print("dev: everything else runs; start an engine or set DOCKER_HOST, then restart")
+
+
 def main() -> int:
-    STATE_DIR.mkdir(exist_ok=True)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
     (BASE_DIR / "staticfiles").mkdir(exist_ok=True)
     os.environ.setdefault("DEBUG", "true")
     os.environ.setdefault("WEB_PORT", "8000")
+    os.environ.setdefault("FLOWER_PORT", "5555")
+    os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
+    os.environ["KOSUKE_STATE_DIR"] = str(STATE_DIR)
     postgres = redis_process = None
     if not os.environ.get("DATABASE_URL"):
         os.environ["DATABASE_URL"], postgres = embedded.postgres_start(
@@ -60,7 +84,12 @@ def main() -> int:
     django.setup()
     call_command("migrate", interactive=False, verbosity=1)
     _first_start_credentials()
+    _engine_report()
     print(f"dev: web on http://127.0.0.1:{os.environ['WEB_PORT']}/admin/ and /api/docs")
+    print(
+        f"dev: Flower on http://127.0.0.1:{os.environ['FLOWER_PORT']}/ "
+        f"(basic auth {os.environ['FLOWER_BASIC_AUTH']})"
+    )
 
     honcho = subprocess.Popen(["honcho", "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR)  # noqa: S603, S607
     # Ctrl-C reaches every process of the terminal; honcho stops its children, we wait.

@@ -1,0 +1,157 @@
+"""The README's first command, ./scripts/run, on embedded PostgreSQL and Redis: it comes
+up, serves the API, runs worker, beat and Flower, and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from kosuke.embedded import free_port
+from tests.polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _status(url: str, **options) -> int | None:
+    try:
+        return requests.get(url, timeout=5, **options).status_code
+    except requests.RequestException:
+        return None
+
+
+class RunCommand:
+    def __init__(self, state_dir: Path):
+        self.web, self.flower = free_port(), free_port()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "REDIS_URL")
+        }
+        self.env = {
+            **env,
+            "KOSUKE_STATE_DIR": str(state_dir),
+            "WEB_PORT": str(self.web),
+            "FLOWER_PORT": str(self.flower),
+            "CLEANUP_INTERVAL_SECONDS": "2",
+        }
+        self.log = state_dir.parent / "run.log"
+
+    def start(self) -> float:
+        """Start it; returns the seconds until /readyz answered 200."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            ["./scripts/run"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(self.log, "wb"),  # noqa: SIM115 - owned by the process
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: (
+                _status(f"http://127.0.0.1:{self.web}/readyz") == 200
+                or self.process.poll() is not None
+            ),
+            timeout=240,
+            what="/readyz",
+        )
+        assert self.process.poll() is None, self.output()
+        return time.monotonic() - started
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def processes(self) -> list[psutil.Process]:
+        """The command and everything it started (honcho gives each its own group)."""
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        self.process.wait(timeout=90)
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _memory_by_process(processes: list[psutil.Process]) -> dict[str, int]:
+    """Resident MiB of each process, named by its pid and command line."""
+    return {
+        f"{p.pid:>7} {' '.join(p.cmdline())[:90]}": p.memory_info().rss // 2**20 for p in processes
+    }
+
+
+@pytest.fixture
+def run_command(tmp_path, previews_on_docker):
+    command = RunCommand(tmp_path / "state")
+    yield command
+    if getattr(command, "process", None) and command.process.poll() is None:
+        os.killpg(command.process.pid, signal.SIGKILL)
+
+
+def test_the_run_command_brings_the_system_up_and_down(run_command):
+    first_start = run_command.start()
+    out = run_command.output()
+    token = re.search(r"dev: API token (\S+)", out).group(1)
+    flower_auth = tuple(re.search(r"basic auth (\S+):(\S+)\)", out).groups())
+    web, flower = f"http://127.0.0.1:{run_command.web}", f"http://127.0.0.1:{run_command.flower}"
+
+    created = requests.post(
+        f"{web}/api/projects/smoke/chat-sessions",
+        json={"title": "smoke"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    assert wait_for(lambda: _status(f"{flower}/api/workers"), timeout=60, what="Flower") == 401
+    workers = wait_for(
+        lambda: requests.get(
+            f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
+        ).json(),
+        timeout=60,
+        what="a worker in Flower",
+    )
+    assert any(name.startswith("celery@") for name in workers)
+    sweeps = wait_for(
+        lambda: [
+            task
+            for task in requests.get(f"{flower}/api/tasks", auth=flower_auth, timeout=10)
+            .json()
+            .values()
+            if task["name"] == "cleanup.sweep"
+        ],
+        timeout=60,
+        what="a sweep task in Flower",
+    )
+    assert sweeps[0]["state"] in ("RECEIVED", "STARTED", "SUCCESS")
+    started = run_command.processes()
+    print(f"first start to /readyz 200: {first_start:.1f} s")
+    for name, mib in _memory_by_process(started).items():
+        print(f"  {mib:4d} MiB  {name}")
+
+    run_command.stop()
+
+    assert "dev: stopped" in run_command.output()
+    assert _alive(started) == []
+    postgres = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(run_command.env["KOSUKE_STATE_DIR"]) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert postgres == []
+
+    second_start = run_command.start()
+    assert "superuser 'admin' exists" in run_command.output()
+    print(f"second start to /readyz 200: {second_start:.1f} s")
+    started = run_command.processes()
+    run_command.stop()
+    assert _alive(started) == []
