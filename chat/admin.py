@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -18,9 +16,8 @@ from chat.models import (
     ChatSession,
 )
 from chat.tokens import api_token_create
-from previews.engine import EngineError
-from previews.models import StopReason
-from previews.services import preview_open, preview_stop
+from kosuke.errors import ApplicationError
+from previews.tasks import preview_request_remote
 
 
 class ActivityLevelFilter(admin.SimpleListFilter):
@@ -106,36 +103,24 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop preview now")
     def stop_preview_now(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
-        detail = f"stopped by {request.user} in the admin"
-        self._each_session(
-            request,
-            queryset,
-            lambda session: preview_stop(session=session, reason=StopReason.MANUAL, detail=detail),
-            done="stopped",
-        )
+        self._each_session(request, queryset, "stop", done="stopped")
 
     @admin.action(description="Open preview")
     def open_preview(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
-        self._each_session(
-            request, queryset, lambda session: preview_open(session=session), done="opened"
-        )
+        self._each_session(request, queryset, "open", done="opened")
 
     def _each_session(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[ChatSession],
-        act: Callable[[ChatSession], object],
-        *,
-        done: str,
+        self, request: HttpRequest, queryset: QuerySet[ChatSession], action: str, *, done: str
     ) -> None:
-        """Run `act` on each session; one engine failure does not stop the others."""
+        """Ask a worker to `action` each preview; one failure does not stop the others."""
         succeeded = 0
+        actor = f"{request.user} in the admin"
         for session in queryset:
             try:
-                act(session)
+                preview_request_remote(session=session, action=action, actor=actor)
                 succeeded += 1
-            except EngineError as exc:
-                self.message_user(request, f"{session}: {exc}", messages.ERROR)
+            except ApplicationError as exc:
+                self.message_user(request, f"{session}: {exc.message}", messages.ERROR)
         if succeeded:
             self.message_user(request, f"{done} the preview of {succeeded} session(s)")
 

@@ -12,7 +12,9 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from kosuke.redis_client import redis_client
-from previews.engine import engine
+from previews.tasks import engine_ping_remote
+
+DOCKER_CHECK_TIMEOUT_SECONDS = 5
 
 
 def _database() -> None:
@@ -25,7 +27,8 @@ def _redis() -> None:
 
 
 def _docker() -> None:
-    engine().ping()
+    # Asked of a worker: only workers reach the engine (in compose they alone mount it).
+    engine_ping_remote(timeout=DOCKER_CHECK_TIMEOUT_SECONDS)
 
 
 BEAT_HEARTBEAT_KEY = "kosuke:beat:last-sent"

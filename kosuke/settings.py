@@ -152,7 +152,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 # Sweeps and stops have their own queues, so a long fan-out never delays the next sweep.
 CELERY_TASK_DEFAULT_QUEUE = "sweeps"
-CELERY_TASK_ROUTES = {"cleanup.stop_preview": {"queue": "stops"}}
+CELERY_TASK_ROUTES = {
+    "cleanup.stop_preview": {"queue": "stops"},
+    # People wait for these (open, status, stop, ping): never behind a long fan-out.
+    "previews.*": {"queue": "previews"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Every task has limits; the tasks set tighter ones of their own.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
@@ -201,6 +205,8 @@ PREVIEW_MEMORY_MB = env.int("PREVIEW_MEMORY_MB", default=1024)
 PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
 # The kosuke.managed_by label: deployments sharing an engine never touch each other's previews.
 PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
+# Seconds the web process waits for a worker to open, inspect or stop a preview.
+PREVIEW_REQUEST_TIMEOUT_SECONDS = env.int("PREVIEW_REQUEST_TIMEOUT_SECONDS", default=60)
 
 # Error reports go to Sentry when SENTRY_DSN is set (web, worker and beat).
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

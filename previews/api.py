@@ -1,44 +1,41 @@
-"""The preview API of a chat session: open (or restart), inspect, stop."""
+"""The preview API of a chat session: open (or restart), inspect, stop.
 
-# No `from __future__ import annotations`: django-ninja reads these annotations at runtime
-# (through decorators such as @paginate, whose module cannot resolve our names).
+The work happens on a worker (previews.tasks): only workers reach the Docker engine.
+"""
+
+# No `from __future__ import annotations`: django-ninja reads these annotations at runtime.
 
 from django.http import HttpRequest
 from ninja import Router
 
 from chat.schemas import PathId
 from chat.selectors import session_get
-from kosuke.errors import ApplicationError
-from previews.models import StopReason
 from previews.schemas import PreviewOut
-from previews.services import StopOutcome, preview_open, preview_status, preview_stop
+from previews.tasks import preview_request_remote
 
 router = Router(tags=["previews"])
 
 PREVIEW = "/{project_id}/chat-sessions/{session_id}/preview"
 
 
+def _request(request: HttpRequest, project_id: str, session_id: str, action: str) -> dict:
+    session = session_get(owner=request.auth, project_id=project_id, session_id=session_id)
+    return preview_request_remote(session=session, action=action, actor=str(request.auth))
+
+
 @router.post(PREVIEW, response=PreviewOut)
 def open_(request: HttpRequest, project_id: PathId, session_id: PathId):
     """Start the preview (create it, or start its stopped containers again)."""
-    session = session_get(owner=request.auth, project_id=project_id, session_id=session_id)
-    preview_open(session=session)
-    return PreviewOut.from_status(preview_status(session=session))
+    return _request(request, project_id, session_id, "open")
 
 
 @router.get(PREVIEW, response=PreviewOut)
 def status(request: HttpRequest, project_id: PathId, session_id: PathId):
-    session = session_get(owner=request.auth, project_id=project_id, session_id=session_id)
-    return PreviewOut.from_status(preview_status(session=session))
+    """The preview's state and containers, as the engine shows them now."""
+    return _request(request, project_id, session_id, "status")
 
 
 @router.delete(PREVIEW, response=PreviewOut)
 def stop(request: HttpRequest, project_id: PathId, session_id: PathId):
     """Stop the preview now, containers labelled kosuke.keep=true included."""
-    session = session_get(owner=request.auth, project_id=project_id, session_id=session_id)
-    detail = f"stopped by {request.auth}"
-    if preview_stop(session=session, reason=StopReason.MANUAL, detail=detail) == StopOutcome.BUSY:
-        raise ApplicationError(
-            "the preview is starting right now; stop it again in a moment", status=409
-        )
-    return PreviewOut.from_status(preview_status(session=session))
+    return _request(request, project_id, session_id, "stop")

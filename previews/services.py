@@ -280,3 +280,23 @@ def preview_status(*, session: ChatSession, now: datetime | None = None) -> Prev
     preview = _preview_for(session)
     containers = engine(preview.engine).containers(_labels(session))
     return PreviewStatus(preview_reconcile(preview, containers, now=now), containers)
+
+
+def preview_request(*, session: ChatSession, action: str, actor: str = "") -> PreviewStatus:
+    """Do what a person asked of the preview (open, status or stop) and return its status.
+
+    A stop while the preview is starting is refused (409) rather than silently dropped.
+    """
+    if action == "open":
+        preview_open(session=session)
+    elif action == "stop":
+        outcome = preview_stop(
+            session=session, reason=StopReason.MANUAL, detail=f"stopped by {actor}"
+        )
+        if outcome == StopOutcome.BUSY:
+            raise ApplicationError(
+                "the preview is starting right now; stop it again in a moment", status=409
+            )
+    elif action != "status":
+        raise ValueError(f"unknown preview action {action!r}")
+    return preview_status(session=session)

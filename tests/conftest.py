@@ -161,3 +161,21 @@ def operator(client):
     """A client logged in as a staff superuser."""
     client.force_login(user_create("operator", is_staff=True, is_superuser=True))
     return client
+
+
+@pytest.fixture
+def worker(transactional_db, previews_on_docker):
+    """A real Celery worker in this process (threads), consuming every queue from Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    from kosuke.celery import app
+
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        queues=["sweeps", "stops", "previews"],
+        perform_ping_check=False,
+        shutdown_timeout=60,
+    ) as running_worker:
+        yield running_worker

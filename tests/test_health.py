@@ -27,7 +27,7 @@ def test_healthz_answers_whatever_the_host(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_200_when_everything_answers(client, previews_on_docker):
+def test_readyz_is_200_when_everything_answers(client, worker):
     response = client.get("/readyz")
 
     assert response.status_code == 200
@@ -40,7 +40,7 @@ def test_readyz_is_200_when_everything_answers(client, previews_on_docker):
     }
 
 
-def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path, previews_on_docker):
+def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path, worker):
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
     engine_at.cache_clear()
 
@@ -51,7 +51,7 @@ def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path, p
     assert settings.DOCKER_HOST in response.json()["checks"]["docker"]["error"]
 
 
-def test_readyz_names_a_redis_that_is_down(client, settings, previews_on_docker):
+def test_readyz_names_a_redis_that_is_down(client, settings, worker):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SOCKET_TIMEOUT_SECONDS = 0.5
     redis_client.cache_clear()
@@ -80,7 +80,7 @@ def test_readyz_names_a_database_that_is_down(tmp_path):
     assert "database" in json.loads(body)["down"]
 
 
-def test_the_web_healthcheck_command_lists_each_dependency(previews_on_docker, capsys):
+def test_the_web_healthcheck_command_lists_each_dependency(worker, capsys):
     call_command("healthcheck", "web")
 
     out = capsys.readouterr().out
@@ -102,3 +102,11 @@ def test_beat_is_unhealthy_when_it_went_quiet(settings, silent_for):
 
     with pytest.raises(CommandError, match="beat last sent a task"):
         call_command("healthcheck", "beat")
+
+
+def test_readyz_says_when_no_worker_can_reach_the_engine(client):
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["docker"]
+    assert "no worker answered" in response.json()["checks"]["docker"]["error"]

@@ -63,7 +63,7 @@ class Processes:
             name,
             "worker",
             "-Q",
-            "sweeps,stops",
+            "sweeps,stops,previews",
             "-c",
             "2",
             "-n",

@@ -25,7 +25,7 @@ def _messages(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
-def test_the_open_and_stop_actions_drive_the_preview(previews_on_docker, alice, operator):
+def test_the_open_and_stop_actions_drive_the_preview(worker, alice, operator):
     session = chat_session_create(alice)
 
     opened = _act(operator, "open_preview", session)
@@ -40,7 +40,7 @@ def test_the_open_and_stop_actions_drive_the_preview(previews_on_docker, alice, 
     assert _messages(stopped) == ["stopped the preview of 1 session(s)"]
 
 
-def test_the_session_list_shows_the_preview_state(previews_on_docker, alice, operator):
+def test_the_session_list_shows_the_preview_state(worker, alice, operator):
     chat_session_create(alice, session_id="with-preview")
     chat_session_create(alice, session_id="without")
     _act(operator, "open_preview", *list(alice.chat_sessions.filter(session_id="with-preview")))
@@ -50,7 +50,7 @@ def test_the_session_list_shows_the_preview_state(previews_on_docker, alice, ope
     assert ">with-preview<" in page and ">without<" not in page
 
 
-def test_an_engine_failure_is_reported_per_session(alice, operator, settings, tmp_path):
+def test_an_engine_failure_is_reported_per_session(worker, alice, operator, settings, tmp_path):
     session = chat_session_create(alice)
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
     engine_at.cache_clear()

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 PREVIEW = "/api/projects/proj-1/chat-sessions/sess-1/preview"
 
 
-def test_post_opens_the_preview(previews_on_docker, alice, alice_api):
+def test_post_opens_the_preview(worker, alice, alice_api):
     chat_session_create(alice)
 
     response = alice_api.post(PREVIEW)
@@ -25,7 +25,7 @@ def test_post_opens_the_preview(previews_on_docker, alice, alice_api):
     assert [(c["state"], c["kept"]) for c in body["containers"]] == [("running", False)]
 
 
-def test_delete_stops_it_and_get_says_why(previews_on_docker, alice, alice_api):
+def test_delete_stops_it_and_get_says_why(worker, alice, alice_api):
     chat_session_create(alice)
     alice_api.post(PREVIEW)
 
@@ -39,7 +39,7 @@ def test_delete_stops_it_and_get_says_why(previews_on_docker, alice, alice_api):
     assert [c["state"] for c in body["containers"]] == ["exited"]
 
 
-def test_post_again_restarts_a_stopped_preview(previews_on_docker, alice, alice_api):
+def test_post_again_restarts_a_stopped_preview(worker, alice, alice_api):
     chat_session_create(alice)
     first = alice_api.post(PREVIEW).json()["containers"][0]["id"]
     alice_api.delete(PREVIEW)
@@ -67,7 +67,9 @@ def test_anonymous_callers_get_401(alice):
     assert not Preview.objects.exists()
 
 
-def test_an_unreachable_engine_is_a_503_that_says_where(alice, alice_api, settings, tmp_path):
+def test_an_unreachable_engine_is_a_503_that_says_where(
+    worker, alice, alice_api, settings, tmp_path
+):
     chat_session_create(alice)
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
     engine_at.cache_clear()
@@ -83,7 +85,7 @@ def test_an_unreachable_engine_is_a_503_that_says_where(alice, alice_api, settin
     assert Preview.objects.get().state == "failed"
 
 
-def test_a_missing_image_is_a_502(previews_on_docker, alice, alice_api, settings):
+def test_a_missing_image_is_a_502(worker, alice, alice_api, settings):
     chat_session_create(alice)
     settings.PREVIEW_IMAGE = "kosuke-no-such-image:latest"
 
@@ -91,3 +93,13 @@ def test_a_missing_image_is_a_502(previews_on_docker, alice, alice_api, settings
 
     assert response.status_code == 502
     assert "kosuke-no-such-image" in response.json()["error"]
+
+
+def test_without_a_worker_the_api_says_so(alice, alice_api, settings):
+    chat_session_create(alice)
+    settings.PREVIEW_REQUEST_TIMEOUT_SECONDS = 1
+
+    response = alice_api.post(PREVIEW)
+
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("no worker answered within 1 s")
