@@ -1,0 +1,130 @@
+"""docker-compose.yml and the Dockerfile say what production needs.
+
+The image cannot be built here (no registry for its base image); `docker compose config`
+runs where a compose is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_SERVICES = {"web", "worker", "beat", "flower"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_it_names_every_service(compose):
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", *APP_SERVICES}
+    assert compose["services"]["postgres"]["image"] == "postgres:16"
+    assert compose["services"]["redis"]["image"].startswith("redis:7")
+    assert "--appendonly" in compose["services"]["redis"]["command"]
+
+
+def test_stores_keep_their_data_in_volumes(compose):
+    assert set(compose["volumes"]) == {"postgres_data", "redis_data"}
+
+
+def test_every_long_running_service_has_a_health_check_and_restarts(compose):
+    for name, service in compose["services"].items():
+        if name == "migrate":
+            continue
+        assert service["restart"] == "unless-stopped", name
+        if name != "web":  # web uses the image's HEALTHCHECK (/healthz)
+            assert service["healthcheck"]["test"], name
+
+
+def test_app_services_wait_for_healthy_stores_and_the_migrations(compose):
+    for name in APP_SERVICES:
+        depends = compose["services"][name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_only_the_worker_mounts_the_docker_socket(compose):
+    mounting = {
+        name
+        for name, service in compose["services"].items()
+        if any("docker.sock" in str(volume) for volume in service.get("volumes", []))
+    }
+    assert mounting == {"worker"}
+    assert compose["services"]["worker"]["group_add"]
+
+
+def test_shutdowns_have_time_for_a_warm_stop(compose):
+    grace = compose["services"]["worker"]["stop_grace_period"]
+    assert grace == "2m"
+    assert all("stop_grace_period" in compose["services"][name] for name in APP_SERVICES)
+
+
+def test_one_beat_and_a_protected_flower(compose):
+    assert compose["services"]["beat"]["deploy"]["replicas"] == 1
+    flower = compose["services"]["flower"]
+    assert "--basic-auth" in " ".join(flower["command"])
+    assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1:5555}:5555"]
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+
+
+def test_the_dockerfile_is_multi_stage_non_root_locked_and_checked():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) == 2
+    assert "uv sync --frozen --no-dev" in dockerfile
+    assert "collectstatic --noinput" in dockerfile
+    assert re.search(r"^USER kosuke$", dockerfile, re.MULTILINE)
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+
+
+def test_every_setting_is_documented_in_env_example():
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    read = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', (ROOT / "kosuke/settings.py").read_text()))
+    assert read - documented == set()
+
+
+def _compose_command() -> list[str] | None:
+    """`docker compose` (v2) or `docker-compose` (v1, Debian's), whichever is installed."""
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+@pytest.mark.parametrize(
+    "files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.dev.yml"]]
+)
+def test_compose_accepts_the_files(tmp_path, files):
+    command = _compose_command()
+    if command is None:
+        message = "neither docker compose nor docker-compose is installed"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for name in files:
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=x\nFLOWER_BASIC_AUTH=a:b\nSECRET_KEY=x\n")
+    selected = [option for name in files for option in ("-f", name)]
+
+    result = subprocess.run(
+        [*command, *selected, "config", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
