@@ -20,7 +20,6 @@ from chat.api import router as chat_router
 from chat.tokens import api_token_user
 from kosuke.errors import ApplicationError
 from previews.api import router as previews_router
-from previews.engine import EngineError
 
 
 class ApiTokenAuth(HttpBearer):
@@ -98,9 +97,3 @@ def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(redis.RedisError)
 def redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
     return _error(request, 503, f"presence store (Redis) unavailable: {exc}")
-
-
-@api.exception_handler(EngineError)
-def engine_error(request: HttpRequest, exc: EngineError) -> HttpResponse:
-    # Unreachable or overloaded: try again later (503). Refused for good: a gateway error.
-    return _error(request, 502 if exc.permanent else 503, str(exc))
