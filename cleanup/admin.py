@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from cleanup.models import CleanupRun, StopDecision
+from cleanup.models import WITH_FAILURES, CleanupRun, StopDecision
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -18,6 +18,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # history goes by its retention (cleanup.history), not by hand
+
 
 class RunOutcomeFilter(admin.SimpleListFilter):
     title = "outcome"
@@ -28,9 +31,9 @@ class RunOutcomeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "failed":
-            return queryset.filter(failed__gt=0)
+            return queryset.filter(WITH_FAILURES)
         if self.value() == "clean":
-            return queryset.filter(failed=0, finished_at__isnull=False)
+            return queryset.exclude(WITH_FAILURES).filter(finished_at__isnull=False)
         if self.value() == "open":
             return queryset.filter(finished_at__isnull=True)
         return queryset

@@ -1,19 +1,23 @@
 """How long cleanup history is kept, after the source queue's retention of finished jobs:
-runs that went well for 7 days (at most the newest 1000), runs with failures for 14 days
-(at most the newest 5000). Stop decisions go with their run.
+runs that stopped something and went well for 7 days (at most the newest 1000), runs with
+failures for 14 days (at most the newest 5000). Runs that found nothing to do (most beat
+sweeps) are kept 1 day, outside those caps, so they never push real history out. A run
+that never finished (its sweep crashed) counts as failed once a day old.
+Stop decisions go with their run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from cleanup.models import CleanupRun
+from cleanup.models import WITH_FAILURES, CleanupRun
 
 RETENTION = {
     # kind: (age, newest count kept)
+    "idle": (timedelta(days=1), 24 * 60 * 2),
     "completed": (timedelta(days=7), 1000),
     "failed": (timedelta(days=14), 5000),
 }
@@ -29,8 +33,14 @@ def _expired(runs: QuerySet[CleanupRun], age: timedelta, keep: int, now: datetim
 def history_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Delete finished runs past their retention; returns how many of each kind went."""
     now = now or timezone.now()
-    finished = CleanupRun.objects.filter(finished_at__isnull=False)
-    kinds = {"completed": finished.filter(failed=0), "failed": finished.filter(failed__gt=0)}
+    crashed = Q(finished_at__isnull=True, started_at__lt=now - timedelta(days=1))
+    settled = CleanupRun.objects.filter(Q(finished_at__isnull=False) | crashed)
+    clean = settled.exclude(WITH_FAILURES | crashed)
+    kinds = {
+        "idle": clean.filter(found=0),
+        "completed": clean.filter(found__gt=0),
+        "failed": settled.filter(WITH_FAILURES | crashed),
+    }
     deleted = {}
     for kind, runs in kinds.items():
         age, keep = RETENTION[kind]

@@ -8,6 +8,10 @@ from django.utils import timezone
 from chat.models import ActivityLevel, ChatSession
 from previews.models import StopReason
 
+# Runs where something went wrong: a stop failed, or an engine or a session could not be
+# handled at all (then only `errors` says so).
+WITH_FAILURES = models.Q(failed__gt=0) | ~models.Q(errors=[])
+
 
 class CleanupRun(models.Model):
     class Trigger(models.TextChoices):
@@ -43,8 +47,8 @@ class CleanupRun(models.Model):
         return f"run {self.pk} ({self.trigger}, {self.started_at:%Y-%m-%d %H:%M:%S})"
 
     @property
-    def settled(self) -> int:
-        return self.stopped + self.skipped + self.failed
+    def has_failures(self) -> bool:
+        return bool(self.failed or self.errors)
 
     def summary(self) -> dict:
         """The result as the command and the API report it."""

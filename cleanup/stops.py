@@ -23,7 +23,7 @@ Outcome = StopDecision.Outcome
 _OUTCOMES = {
     StopOutcome.STOPPED: (Outcome.STOPPED, "stopped"),
     StopOutcome.ALREADY_STOPPED: (Outcome.STOPPED, "already stopped"),
-    StopOutcome.KEPT: (Outcome.SKIPPED, "kept: every running container has kosuke.keep=true"),
+    StopOutcome.KEPT: (Outcome.SKIPPED, "kept: containers labelled kosuke.keep=true still run"),
     StopOutcome.BUSY: (Outcome.SKIPPED, "another process is starting or stopping it"),
 }
 _RUN_COUNTER = {Outcome.STOPPED: "stopped", Outcome.SKIPPED: "skipped", Outcome.FAILED: "failed"}

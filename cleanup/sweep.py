@@ -22,6 +22,7 @@ from cleanup.decisions import Decision, Policy, Snapshot, decide
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, run_finish_if_settled
+from kosuke.health import engine_report
 from kosuke.redis_client import redis_client
 from previews.engine import (
     LABEL_PROJECT,
@@ -38,9 +39,15 @@ from previews.services import preview_reconcile
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "cleanup:sweep-lock"
-# A stop handed out this long ago and still pending was lost (its message with it); any
-# younger one is under way, so the session is not handed out twice.
-PENDING_LOST_AFTER = timedelta(minutes=15)
+
+
+def _pending_lost_after() -> timedelta:
+    """A stop handed out this long ago and still pending was lost with its message: longer
+    than a redelivery (the visibility timeout) plus all retries. Younger ones are under
+    way, so the session is not handed out twice."""
+    return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
+
+
 # Longer than any sweep may run (its hard time limit), so a crashed sweep frees the lock.
 LOCK_TIMEOUT_SECONDS = 360
 
@@ -62,7 +69,9 @@ def _containers_by_session(
             logger.error("sweep: engine %s: %s", engine_url, exc)
             run.errors.append({"engine": engine_url, "error": str(exc)})
             unreachable.add(engine_url)
+            engine_report(engine_url, error=str(exc))
             continue
+        engine_report(engine_url)
         for container in containers:
             session_pk = container.labels.get(LABEL_SESSION_PK, "")
             by_session[int(session_pk) if session_pk.isdigit() else 0].append(container)
@@ -84,9 +93,8 @@ def _orphans(containers: dict[int, list[Container]]) -> list[Container]:
 def _stops_under_way(now: datetime) -> set[int]:
     """Sessions with a stop handed out and not settled; lost ones are settled as failed."""
     pending = StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING)
-    for lost in pending.filter(decided_at__lt=now - PENDING_LOST_AFTER).values_list(
-        "pk", flat=True
-    ):
+    lost_before = now - _pending_lost_after()
+    for lost in pending.filter(decided_at__lt=lost_before).values_list("pk", flat=True):
         decision_settle(lost, StopDecision.Outcome.FAILED, "lost: never carried out")
     return set(pending.values_list("chat_session_id", flat=True))
 
@@ -104,7 +112,10 @@ def _decisions(
     under_way = _stops_under_way(now)
     to_stop = []
     for preview in previews:
-        if preview.engine in unreachable or preview.session_id in under_way:
+        if preview.engine in unreachable:
+            run.failed += 1  # could not be decided: the run must not look clean
+            continue
+        if preview.session_id in under_way:
             continue
         session = preview.session
         session_containers = containers.get(session.pk, [])
@@ -115,6 +126,7 @@ def _decisions(
         except Exception as exc:
             logger.exception("sweep: cannot decide for %s", session)
             run.errors.append({"session": str(session), "error": f"{type(exc).__name__}: {exc}"})
+            run.failed += 1
             continue
         logger.debug(
             "decision %s: %s (%s, %s)",

@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from chat.models import ChatSession
 from cleanup.history import history_prune
@@ -81,7 +83,7 @@ def sweep_task(
     bind=True,
     base=StopPreviewTask,
     name="cleanup.stop_preview",
-    autoretry_for=(EngineError,),
+    autoretry_for=(EngineError, OperationalError, InterfaceError, redis.ConnectionError),
     retry_backoff=1,
     retry_backoff_max=STOP_RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=False,  # StopPreviewTask.retry adds its own

@@ -31,6 +31,13 @@ def _worker_init(**_: Any) -> None:
     _component("worker")
 
 
+@signals.worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    from kosuke.health import engine_report_now
+
+    engine_report_now()
+
+
 _in_beat = False
 
 

@@ -68,6 +68,9 @@ def redis_start(data_dir: Path, *, port: int, persist: bool) -> tuple[str, subpr
         ],
         stdout=open(data_dir / "redis.log", "ab"),  # noqa: SIM115 - owned by the child
         stderr=subprocess.STDOUT,
+        # Out of the terminal's process group: Ctrl-C must not stop Redis before the
+        # worker's warm shutdown is done; whoever started it stops it.
+        start_new_session=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
     _wait_for_redis(url, process)

@@ -1,20 +1,22 @@
-"""Liveness and readiness: `/healthz` (the process answers) and `/readyz` (PostgreSQL,
-Redis and the Docker engine each answer). Served by a middleware placed first, so load
-balancers and compose reach them whatever the Host header and without an HTTPS redirect.
+"""Liveness and readiness: `/healthz` (the process answers) and `/readyz` (PostgreSQL and
+Redis answer, and the workers' latest report on the Docker engine is fresh and good).
+
+Served by a middleware placed first, so load balancers and compose reach them whatever the
+Host header and without an HTTPS redirect.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from kosuke.redis_client import redis_client
-from previews.tasks import engine_ping_remote
-
-DOCKER_CHECK_TIMEOUT_SECONDS = 5
+from previews.engine import EngineError, engine
 
 
 def _database() -> None:
@@ -26,9 +28,43 @@ def _redis() -> None:
     redis_client().ping()
 
 
+ENGINE_REPORTS_KEY = "kosuke:engine-reports"
+
+
+def engine_report(url: str, *, error: str | None = None) -> None:
+    """Workers record what they saw of an engine (at start and on every sweep's list call):
+    only workers reach the engine, so the web process answers /readyz from these reports."""
+    report = {"ok": error is None, "error": error or "", "at": time.time()}
+    with redis_client().pipeline() as pipe:
+        pipe.hset(ENGINE_REPORTS_KEY, url, json.dumps(report))
+        pipe.expire(ENGINE_REPORTS_KEY, 24 * 3600)
+        pipe.execute()
+
+
+def engine_report_now() -> None:
+    """Ping the engine and record the outcome (a worker, when it becomes ready)."""
+    current = engine()
+    try:
+        current.ping()
+    except EngineError as exc:
+        engine_report(current.url, error=str(exc))
+    else:
+        engine_report(current.url)
+
+
+def _engine_report_max_age() -> float:
+    return max(3 * settings.CLEANUP_INTERVAL_SECONDS, 180)
+
+
 def _docker() -> None:
-    # Asked of a worker: only workers reach the engine (in compose they alone mount it).
-    engine_ping_remote(timeout=DOCKER_CHECK_TIMEOUT_SECONDS)
+    max_age = _engine_report_max_age()
+    reports = [json.loads(report) for report in redis_client().hgetall(ENGINE_REPORTS_KEY).values()]
+    fresh = [report for report in reports if time.time() - report["at"] <= max_age]
+    if not fresh:
+        raise RuntimeError(f"no worker reported on the Docker engine in {max_age:.0f} s")
+    failing = [report["error"] for report in fresh if not report["ok"]]
+    if failing:
+        raise RuntimeError("; ".join(failing))
 
 
 BEAT_HEARTBEAT_KEY = "kosuke:beat:last-sent"

@@ -29,7 +29,12 @@ class StopReason(models.TextChoices):
 # Each state change is a conditional UPDATE from one of these states (previews.services).
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     PreviewState.STOPPED: {PreviewState.STARTING, PreviewState.RUNNING},
-    PreviewState.FAILED: {PreviewState.STARTING, PreviewState.RUNNING, PreviewState.STOPPING},
+    PreviewState.FAILED: {
+        PreviewState.STARTING,
+        PreviewState.RUNNING,
+        PreviewState.STOPPING,
+        PreviewState.STOPPED,
+    },
     PreviewState.STARTING: {PreviewState.RUNNING, PreviewState.FAILED},
     PreviewState.RUNNING: {PreviewState.STOPPING, PreviewState.STARTING, PreviewState.STOPPED},
     PreviewState.STOPPING: {PreviewState.STOPPED, PreviewState.RUNNING, PreviewState.FAILED},

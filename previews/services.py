@@ -196,7 +196,7 @@ def preview_stop(
         return StopOutcome.ALREADY_STOPPED if preview.state == State.STOPPED else StopOutcome.BUSY
 
     preview_engine = engine(preview.engine)
-    errors: list[str] = []
+    failures: list[EngineError] = []
     still_running: list[Container] = []
     try:
         for container in preview_engine.containers(_labels(session)):
@@ -205,13 +205,14 @@ def preview_stop(
             try:
                 preview_engine.stop(container.id)
             except EngineError as exc:
-                errors.append(str(exc))
+                failures.append(exc)
         # Believe the engine, not our calls: only what it lists as running still runs.
         still_running = [c for c in preview_engine.containers(_labels(session)) if c.is_running]
     except EngineError as exc:
-        errors.append(str(exc))
+        failures.append(exc)
 
-    if not errors and not still_running:
+    errors = "; ".join(str(failure) for failure in failures)
+    if not failures and not still_running:
         _transition(
             preview,
             from_states=[State.STOPPING],
@@ -225,13 +226,11 @@ def preview_stop(
         return StopOutcome.STOPPED
     was_failed = previous_state == State.FAILED
     back_to = State.FAILED if was_failed and not still_running else State.RUNNING
-    _transition(
-        preview, from_states=[State.STOPPING], to=back_to, now=now, last_error="; ".join(errors)
-    )
-    if errors:
+    _transition(preview, from_states=[State.STOPPING], to=back_to, now=now, last_error=errors)
+    if failures:
         raise EngineError(
-            f"could not stop the preview of {session}: {'; '.join(errors)}",
-            permanent=False,
+            f"could not stop the preview of {session}: {errors}",
+            permanent=all(failure.permanent for failure in failures),
         )
     return StopOutcome.KEPT
 
@@ -264,6 +263,8 @@ def preview_reconcile(
             last_stop_detail="the start was interrupted",
         )
         return preview
+    # A failed start with nothing running is simply stopped; its reason stays "failed_start".
+    settle(from_states=[State.FAILED], to=State.STOPPED)
     settle(
         from_states=[State.RUNNING] + ([State.STOPPING] if stale else []),
         to=State.STOPPED,
@@ -295,7 +296,8 @@ def preview_request(*, session: ChatSession, action: str, actor: str = "") -> Pr
         )
         if outcome == StopOutcome.BUSY:
             raise ApplicationError(
-                "the preview is starting right now; stop it again in a moment", status=409
+                "the preview is being started or stopped right now; try again in a moment",
+                status=409,
             )
     elif action != "status":
         raise ValueError(f"unknown preview action {action!r}")

@@ -1,4 +1,4 @@
-"""Preview work for people (API, admin, readiness), carried out by a worker.
+"""Preview work for people (API, admin), carried out by a worker.
 
 Only the worker reaches the Docker engine (in compose it alone mounts the socket), so the
 web process asks for an action with a task and waits for the reply, bounded by
@@ -15,7 +15,7 @@ from django.conf import settings
 
 from chat.models import ChatSession
 from kosuke.errors import ApplicationError
-from previews.engine import EngineError, engine
+from previews.engine import EngineError
 from previews.schemas import PreviewOut
 from previews.services import preview_request
 
@@ -33,15 +33,6 @@ def preview_request_task(session_pk: int, action: str, actor: str = "") -> dict[
     except EngineError as exc:
         return {"error": str(exc), "status": 502 if exc.permanent else 503}
     return {"preview": PreviewOut.from_status(status).model_dump(mode="json")}
-
-
-@shared_task(name="previews.ping", soft_time_limit=30, time_limit=40, acks_late=False)
-def engine_ping_task() -> dict[str, str]:
-    try:
-        engine().ping()
-    except EngineError as exc:
-        return {"error": str(exc)}
-    return {"engine": engine().url}
 
 
 def _reply(task: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
@@ -70,11 +61,3 @@ def preview_request_remote(*, session: ChatSession, action: str, actor: str = ""
     if "error" in reply:
         raise ApplicationError(reply["error"], status=reply["status"])
     return reply["preview"]
-
-
-def engine_ping_remote(*, timeout: float) -> str:
-    """The engine URL a worker reached; raises ApplicationError when it could not."""
-    reply = _reply(engine_ping_task, timeout)
-    if "error" in reply:
-        raise ApplicationError(reply["error"], status=503)
-    return reply["engine"]

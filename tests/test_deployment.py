@@ -64,7 +64,7 @@ def test_only_the_worker_mounts_the_docker_socket(compose):
 
 def test_shutdowns_have_time_for_a_warm_stop(compose):
     grace = compose["services"]["worker"]["stop_grace_period"]
-    assert grace == "2m"
+    assert grace == "6m"
     assert all("stop_grace_period" in compose["services"][name] for name in APP_SERVICES)
 
 

@@ -13,7 +13,9 @@ from cleanup.models import CleanupRun
 pytestmark = pytest.mark.django_db
 
 
-def _run(age: td, *, failed: int = 0, finished: bool = True) -> CleanupRun:
+def _run(
+    age: td, *, found: int = 1, failed: int = 0, errors=(), finished: bool = True
+) -> CleanupRun:
     started = timezone.now() - age
     return CleanupRun.objects.create(
         trigger="beat",
@@ -21,16 +23,24 @@ def _run(age: td, *, failed: int = 0, finished: bool = True) -> CleanupRun:
         batch_size=100,
         started_at=started,
         finished_at=started if finished else None,
+        found=found,
         failed=failed,
+        errors=list(errors),
     )
 
 
 def test_it_keeps_clean_runs_7_days_and_failed_runs_14_days():
-    kept = [_run(td(days=6)), _run(td(days=13), failed=1), _run(td(days=30), finished=False)]
+    engine_error = [{"engine": "unix:///x", "error": "unreachable"}]
+    kept = [
+        _run(td(days=6)),
+        _run(td(days=13), failed=1),
+        _run(td(days=13), found=0, errors=engine_error),
+        _run(td(hours=20), finished=False),
+    ]
     _run(td(days=8))
     _run(td(days=15), failed=2)
 
-    assert history_prune() == {"completed": 1, "failed": 1}
+    assert history_prune() == {"idle": 0, "completed": 1, "failed": 1}
     assert set(CleanupRun.objects.values_list("pk", flat=True)) == {run.pk for run in kept}
 
 
@@ -41,3 +51,27 @@ def test_it_keeps_only_the_newest_clean_runs_beyond_the_count(monkeypatch):
     history_prune()
 
     assert set(CleanupRun.objects.values_list("pk", flat=True)) == {r.pk for r in runs[:3]}
+
+
+def test_runs_that_found_nothing_go_after_a_day_and_never_push_out_real_history(monkeypatch):
+    monkeypatch.setitem(RETENTION, "idle", (td(days=1), 2))
+    stopped_something = _run(td(hours=17))
+    idle = [_run(td(minutes=minutes), found=0) for minutes in range(3)]
+    _run(td(hours=25), found=0)
+
+    history_prune()
+
+    remaining = set(CleanupRun.objects.values_list("pk", flat=True))
+    assert remaining == {stopped_something.pk, idle[0].pk, idle[1].pk}
+
+
+def test_a_run_that_never_finished_counts_as_failed_after_a_day():
+    running = _run(td(hours=2), finished=False)
+    crashed = _run(td(days=2), finished=False)
+    crashed_long_ago = _run(td(days=15), finished=False)
+
+    assert history_prune()["failed"] == 1
+
+    remaining = set(CleanupRun.objects.values_list("pk", flat=True))
+    assert remaining == {running.pk, crashed.pk}
+    assert crashed_long_ago.pk not in remaining

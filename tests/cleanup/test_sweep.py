@@ -188,6 +188,7 @@ def test_an_unreachable_engine_is_recorded_and_the_rest_goes_on(
 
     assert _state(healthy) == "stopped"
     assert _state(lost) == "running"
+    assert (run.stopped, run.failed) == (1, 1)
     assert run.errors[0]["engine"] == f"unix://{tmp_path}/d.sock"
     assert "unreachable" in run.errors[0]["error"]
 

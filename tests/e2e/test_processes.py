@@ -121,6 +121,11 @@ def _state(session: ChatSession) -> str:
     return Preview.objects.get(session=session).state
 
 
+def _stop_settled() -> StopDecision | None:
+    """The one stop decision, once its task recorded the outcome (after the preview row)."""
+    return StopDecision.objects.exclude(outcome=StopDecision.Outcome.PENDING).first()
+
+
 def test_beat_stops_an_idle_preview_with_no_manual_trigger(processes, alice):
     threshold = td(minutes=settings.CLEANUP_THRESHOLD_MINUTES)
     # Goes idle past the threshold 3 seconds from now.
@@ -131,7 +136,7 @@ def test_beat_stops_an_idle_preview_with_no_manual_trigger(processes, alice):
     processes.worker("worker")
     processes.beat("beat")
 
-    wait_for(lambda: _state(session) == "stopped", timeout=90, what="the schedule to stop it")
+    wait_for(_stop_settled, timeout=90, what="the schedule to stop it")
 
     stopped_at = Preview.objects.get(session=session).stopped_at
     print(
@@ -185,8 +190,8 @@ def test_a_worker_killed_mid_stop_loses_nothing(processes, alice, previews_on_do
     assert _state(session) == PreviewState.STOPPING
     processes.worker("worker-2")
 
-    wait_for(lambda: _state(session) == "stopped", timeout=90, what="the stop to complete")
-    decision = StopDecision.objects.get()
+    decision = wait_for(_stop_settled, timeout=90, what="the stop to complete")
     assert decision.outcome == "stopped"
+    assert _state(session) == "stopped"
     containers = engine().containers({"kosuke.session_pk": str(session.pk)})
     assert [c.state for c in containers] == ["exited"]

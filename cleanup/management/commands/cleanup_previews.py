@@ -30,7 +30,8 @@ def positive_int(text: str) -> int:
 class Command(BaseCommand):
     help = (
         "Run one cleanup sweep now: decide for every running preview (or one session's) "
-        "and stop those that went idle. Prints the summary; exits 1 if any stop failed."
+        "and stop those that went idle. Prints the summary; exits 1 if anything failed "
+        "(a stop, an engine, a session)."
     )
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
@@ -96,7 +97,7 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError("another sweep is running right now; try again in a moment")
         self._report(run, as_json=options["json"])
-        if run.failed:
+        if run.has_failures:
             sys.exit(1)
 
     def _session(self, spec: str | None, owner: str | None) -> ChatSession | None:
