@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 
 from django.db import transaction
@@ -14,7 +15,7 @@ from cleanup.decisions import Policy, Snapshot, decide
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from previews.models import Preview, PreviewState
-from previews.services import StopOutcome, preview_stop
+from previews.services import StopOutcome, preview_claim_stop, preview_release, preview_stop
 
 logger = logging.getLogger(__name__)
 Outcome = StopDecision.Outcome
@@ -73,7 +74,8 @@ def decision_settle(decision_id: int, outcome: str, detail: str) -> bool:
 def decision_execute(*, decision_id: int, now: datetime | None = None) -> str:
     """Carry out a pending stop decision; returns its outcome.
 
-    Decides again first (a message may have arrived since the sweep). A stop that this
+    Claims the preview, then decides again on fresh data (a message may have arrived since
+    the sweep) and gives the claim back if it should keep running. A stop that this
     decision began and did not finish (its worker died) is taken over. Raises EngineError
     when the engine fails, leaving the decision pending for a retry.
     """
@@ -91,20 +93,35 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> str:
         decision_settle(decision_id, Outcome.SKIPPED, "the session or its preview is gone")
         return Outcome.SKIPPED
 
-    taking_over = preview.state == PreviewState.STOPPING and preview.claim_token == token
-    if taking_over:
-        reason, detail = decision.stop_reason, decision.reason
-    else:
-        policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
-        presence = sessions_presence([preview.session_id], now=now)[preview.session_id]
-        fresh = decide(Snapshot.of(preview, presence, containers=[]), now, policy)
-        if not fresh.stop:
-            decision_settle(decision_id, Outcome.SKIPPED, f"not stopped after all: {fresh.reason}")
-            return Outcome.SKIPPED
-        reason, detail = fresh.stop_reason, fresh.reason
+    # Claim first, then decide on fresh data (as DESIGN says): a message that lands after
+    # the claim finds the stop under way; one that landed before it is seen here.
+    if not preview_claim_stop(preview, token=token, now=now):
+        preview.refresh_from_db()
+        busy = (
+            StopOutcome.ALREADY_STOPPED
+            if preview.state == PreviewState.STOPPED
+            else StopOutcome.BUSY
+        )
+        outcome, outcome_detail = _OUTCOMES[busy]
+        decision_settle(decision_id, outcome, outcome_detail)
+        return outcome
+    preview.session.refresh_from_db()
+    policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
+    presence = sessions_presence([preview.session_id], now=now)[preview.session_id]
+    # We hold the claim: judge the preview as the running one it was.
+    snapshot = replace(Snapshot.of(preview, presence, []), preview_state=PreviewState.RUNNING)
+    fresh = decide(snapshot, now, policy)
+    if not fresh.stop:
+        preview_release(preview, token=token, now=now)
+        decision_settle(decision_id, Outcome.SKIPPED, f"not stopped after all: {fresh.reason}")
+        return Outcome.SKIPPED
 
     stop_outcome = preview_stop(
-        session=preview.session, reason=reason, detail=detail, token=token, now=now
+        session=preview.session,
+        reason=fresh.stop_reason,
+        detail=fresh.reason,
+        token=token,
+        now=now,
     )
     outcome, outcome_detail = _OUTCOMES[stop_outcome]
     decision_settle(decision_id, outcome, outcome_detail)

@@ -158,8 +158,10 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     return preview
 
 
-def _claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
-    """RUNNING/FAILED -> STOPPING; or a STOPPING that `token` itself claimed earlier."""
+def preview_claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
+    """Claim the preview for a stop: RUNNING/FAILED -> STOPPING, or a STOPPING that
+    `token` itself claimed earlier (a redelivered task). False: someone else has it, or
+    it is stopped already."""
     if token and preview.state == State.STOPPING and preview.claim_token == token:
         return True
     return _transition(
@@ -169,6 +171,15 @@ def _claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
         now=now,
         claim_token=token,
     )
+
+
+def preview_release(preview: Preview, *, token: str, now: datetime) -> None:
+    """Give back a stop claim that will not be used: STOPPING -> RUNNING."""
+    released = Preview.objects.filter(
+        pk=preview.pk, state=State.STOPPING, claim_token=token
+    ).update(state=State.RUNNING, state_changed_at=now, claim_token="")
+    if released:
+        preview.state, preview.state_changed_at, preview.claim_token = State.RUNNING, now, ""
 
 
 def preview_stop(
@@ -191,7 +202,7 @@ def preview_stop(
     if preview is None:
         return StopOutcome.ALREADY_STOPPED
     previous_state = preview.state
-    if not _claim_stop(preview, token=token, now=now):
+    if not preview_claim_stop(preview, token=token, now=now):
         preview.refresh_from_db()
         return StopOutcome.ALREADY_STOPPED if preview.state == State.STOPPED else StopOutcome.BUSY
 
