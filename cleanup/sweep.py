@@ -115,12 +115,14 @@ def _decisions(
         if preview.engine in unreachable:
             run.failed += 1  # could not be decided: the run must not look clean
             continue
-        if preview.session_id in under_way:
-            continue
         session = preview.session
         session_containers = containers.get(session.pk, [])
         try:
+            # Even with a stop under way: a stop stuck for long (its task hit a time limit)
+            # is settled here by what the engine shows.
             preview_reconcile(preview, session_containers, now=now)
+            if session.pk in under_way:
+                continue
             snapshot = Snapshot.of(preview, presence[session.pk], session_containers)
             decision = decide(snapshot, now, policy)
         except Exception as exc:
