@@ -50,12 +50,14 @@ def _transition(
     to: str,
     now: datetime,
     unchanged_since_read: bool = False,
+    claimed_by: str | None = None,
     **fields: Any,
 ) -> bool:
     """Move `preview` to `to` if it is still in one of `from_states`; False if it was not.
 
     With `unchanged_since_read`, also only if no one changed the row since `preview` was
     read: for conclusions drawn from an engine listing that may be older than the row.
+    With `claimed_by`, only if that token holds the claim.
     """
     from_states = list(from_states)
     for state in from_states:
@@ -66,6 +68,8 @@ def _transition(
         if preview.state not in from_states:
             return False  # the row as read does not qualify; no need to ask the database
         rows = rows.filter(state_changed_at=preview.state_changed_at)
+    if claimed_by is not None:
+        rows = rows.filter(claim_token=claimed_by)
     changed = rows.update(state=to, state_changed_at=now, **fields)
     if changed:
         preview.state, preview.state_changed_at = to, now
@@ -175,11 +179,14 @@ def preview_claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
 
 def preview_release(preview: Preview, *, token: str, now: datetime) -> None:
     """Give back a stop claim that will not be used: STOPPING -> RUNNING."""
-    released = Preview.objects.filter(
-        pk=preview.pk, state=State.STOPPING, claim_token=token
-    ).update(state=State.RUNNING, state_changed_at=now, claim_token="")
-    if released:
-        preview.state, preview.state_changed_at, preview.claim_token = State.RUNNING, now, ""
+    _transition(
+        preview,
+        from_states=[State.STOPPING],
+        to=State.RUNNING,
+        now=now,
+        claimed_by=token,
+        claim_token="",
+    )
 
 
 def preview_stop(
