@@ -1,27 +1,32 @@
-"""What one sweep costs as the history of stopped sessions grows: queries, Docker list
-calls and time, with a fixed number of running previews on the local engine.
+"""What one sweep costs with many live previews and a long history: wall time, queries,
+rows written and peak memory, for all-active, all-idle and dry-run sweeps.
 
-Run: DOCKER_HOST=... uv run python bench/sweep_cost.py [--running 20] [--history 0 1000 100000]
-Starts a throwaway PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set) and
-builds the busybox test image. Sweeps are dry runs, so the running previews stay up.
+Run: LOG_LEVEL=WARNING uv run python bench/sweep_cost.py [--live 1000 10000]
+     [--history 100000] [--sweeps 3]
+Starts a throwaway PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set). The
+containers are simulated by bench/fake_engine.py, a small Docker API on a Unix socket
+(no machine runs 10,000 containers); everything else is real: the sweep lists that
+engine once, reconciles, decides, records, and in the idle case hands each stop to
+Celery's Redis broker (no worker consumes them).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+import tracemalloc
+from pathlib import Path
 
 from harness import django_ready
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--running", type=int, default=20, help="running previews")
-    parser.add_argument(
-        "--history", type=int, nargs="+", default=[0, 1000, 100_000], help="stopped sessions"
-    )
-    parser.add_argument("--sweeps", type=int, default=5, help="sweeps measured per size")
+    parser.add_argument("--live", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--history", type=int, default=100_000, help="stopped sessions")
+    parser.add_argument("--sweeps", type=int, default=3, help="timed sweeps per case (median)")
     args = parser.parse_args()
 
     django_ready(redis=True)
@@ -29,62 +34,131 @@ def main() -> None:
 
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.db import connection
+    from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
+    from fake_engine import FakeEngine
 
     from chat.models import ChatSession
     from cleanup.models import CleanupRun
     from cleanup.sweep import sweep
-    from previews.engine import engine
-    from previews.services import preview_open
-    from tests.preview_image import preview_image_build
+    from cleanup.tasks import stop_enqueue
+    from kosuke.redis_client import redis_client
+    from previews.engine import engine_at, preview_labels
 
-    settings.PREVIEW_IMAGE = preview_image_build(engine().client)
+    fake = FakeEngine(Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "docker.sock")
+    settings.DOCKER_HOST = fake.url
+    engine_at.cache_clear()
     owner, _ = User.objects.get_or_create(username="bench")
-    live = []
-    for n in range(args.running):
-        session = ChatSession.objects.create(owner=owner, project_id="live", session_id=f"s{n}")
-        preview_open(session=session)
-        live.append(session.pk)
-    ChatSession.objects.filter(pk__in=live).update(
-        last_activity_at=timezone.now() - timedelta(hours=1)
+    _history_insert(connection, owner.pk, args.history)
+    print(
+        f"{args.history:,} stopped sessions of history; containers simulated by a fake Docker "
+        f"API on a Unix socket (bench/fake_engine.py); batch size {settings.CLEANUP_BATCH_SIZE}"
+    )
+    print(
+        f"{'live':>7} {'case':>8} {'median s':>9} {'min s':>7} {'queries':>8} "
+        f"{'rows written':>13} {'stops handed out':>17} {'peak MiB':>9}"
     )
 
-    print(f"{args.running} running previews on {engine().url}; dry-run sweeps")
-    print(f"{'stopped sessions':>17} {'queries':>8} {'list calls':>11} {'median ms':>10}")
-    inserted = 0
-    try:
-        for history in args.history:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    """
-                    WITH s AS (
-                        INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
-                            created_at, updated_at, last_activity_at)
-                        SELECT %s, 'old', 'h' || n, '', now(), now(), now() - interval '30 days'
-                        FROM generate_series(%s, %s) AS n RETURNING id)
-                    INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
-                        last_stop_reason, last_stop_detail, last_error, claim_token)
-                    SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '' FROM s
-                    """,
-                    [owner.pk, inserted + 1, history],
-                )
-                cursor.execute("ANALYZE")
-            inserted = max(inserted, history)
-            timings, queries, calls = [], 0, 0
+    def rows_written() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+                " FROM pg_stat_xact_user_tables"
+            )
+            return cursor.fetchone()[0]
+
+    def one_sweep(**options) -> CleanupRun:
+        return sweep(trigger=CleanupRun.Trigger.COMMAND, **options)
+
+    def reset() -> None:
+        CleanupRun.objects.all().delete()
+        redis_client().flushdb()
+
+    live_total = 0
+    for live in sorted(args.live):
+        _live_add(connection, fake, owner.pk, live_total, live, preview_labels)
+        live_total = live
+        connection.cursor().execute("ANALYZE")
+        cases = {
+            "active": (timedelta(minutes=1), {"dispatch": stop_enqueue}),
+            "idle": (timedelta(hours=2), {"dispatch": stop_enqueue}),
+            "dry-run": (timedelta(hours=2), {"dispatch": stop_enqueue, "dry_run": True}),
+        }
+        for case, (quiet, options) in cases.items():
+            ChatSession.objects.filter(preview__engine=fake.url).update(
+                last_activity_at=timezone.now() - quiet
+            )
+            timings = []
             for _ in range(args.sweeps):
-                with CaptureQueriesContext(connection) as captured:
-                    started = time.perf_counter()
-                    run = sweep(
-                        trigger=CleanupRun.Trigger.COMMAND, dispatch=lambda d: None, dry_run=True
-                    )
-                    timings.append((time.perf_counter() - started) * 1000)
-                queries, calls = len(captured), run.engine_list_calls
-            print(f"{history:>17} {queries:>8} {calls:>11} {statistics.median(timings):>10.1f}")
-    finally:
-        for container in engine().containers({"kosuke.managed_by": settings.PREVIEW_MANAGED_BY}):
-            engine().remove(container.id)
+                reset()
+                started = time.perf_counter()
+                run = one_sweep(**options)
+                timings.append(time.perf_counter() - started)
+            reset()
+            # Rows counted inside one transaction: the statistics of earlier ones may still
+            # be pending in this backend, so the count before is taken away.
+            with transaction.atomic():
+                written = -rows_written()
+                with CaptureQueriesContext(connection) as queries:
+                    run = one_sweep(**options)
+                written += rows_written()
+            handed_out, examined = run.pending, run.examined
+            reset()
+            tracemalloc.start()
+            one_sweep(**options)
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            if examined != live:
+                raise SystemExit(f"the sweep examined {examined} previews, not {live}")
+            print(
+                f"{live:>7,} {case:>8} {statistics.median(timings):>9.3f} {min(timings):>7.3f} "
+                f"{len(queries):>8} {written:>13,} {handed_out:>17,} "
+                f"{peak:>9.1f}"
+            )
+        reset()
+    fake.close()
+
+
+def _history_insert(connection, owner_pk: int, count: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH s AS (
+                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
+                    created_at, updated_at, last_activity_at)
+                SELECT %s, 'old', 'h' || n, '', now(), now(), now() - interval '30 days'
+                FROM generate_series(1, %s) AS n RETURNING id)
+            INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
+                last_stop_reason, last_stop_detail, last_error, claim_token)
+            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '' FROM s
+            """,
+            [owner_pk, count],
+        )
+
+
+def _live_add(connection, fake, owner_pk: int, start: int, end: int, preview_labels) -> None:
+    """Live sessions `start`..`end` with running previews on the fake engine."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH s AS (
+                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
+                    created_at, updated_at, last_activity_at)
+                SELECT %s, 'live', 's' || n, '', now(), now(), now()
+                FROM generate_series(%s, %s) AS n RETURNING id, session_id)
+            INSERT INTO previews_preview (session_id, state, state_changed_at, started_at,
+                engine, last_stop_reason, last_stop_detail, last_error, claim_token)
+            SELECT id, 'running', now() - interval '3 hours', now() - interval '3 hours',
+                %s, '', '', '', '' FROM s
+            RETURNING session_id
+            """,
+            [owner_pk, start + 1, end, fake.url],
+        )
+        pks = [row[0] for row in cursor.fetchall()]
+    for pk in pks:
+        labels = preview_labels(session_pk=pk, project_id="live", session_id=f"s{pk}")
+        fake.add(f"{pk:064x}", f"kosuke-preview-bench-{pk}", labels)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from chat.models import (
     ApiToken,
     ChatMessage,
     ChatSession,
+    activity_level,
 )
 from chat.tokens import api_token_create
 from kosuke.errors import ApplicationError
-from previews.tasks import preview_request_remote
+from previews.remote import preview_ask
+from previews.services import PreviewAction
 
 
 class ActivityLevelFilter(admin.SimpleListFilter):
@@ -94,7 +96,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
     @admin.display(description="activity level")
     def activity_level_display(self, session: ChatSession) -> str:
-        return session.activity_level(timezone.now()).label
+        return activity_level(timezone.now() - session.last_activity_at).label
 
     @admin.display(description="preview", ordering="preview__state")
     def preview_state(self, session: ChatSession) -> str:
@@ -103,21 +105,26 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop preview now")
     def stop_preview_now(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
-        self._each_session(request, queryset, "stop", done="stopped")
+        self._each_session(request, queryset, PreviewAction.STOP, done="stopped")
 
     @admin.action(description="Open preview")
     def open_preview(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
-        self._each_session(request, queryset, "open", done="opened")
+        self._each_session(request, queryset, PreviewAction.OPEN, done="opened")
 
     def _each_session(
-        self, request: HttpRequest, queryset: QuerySet[ChatSession], action: str, *, done: str
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ChatSession],
+        action: PreviewAction,
+        *,
+        done: str,
     ) -> None:
         """Ask a worker to `action` each preview; one failure does not stop the others."""
         succeeded = 0
         actor = f"{request.user} in the admin"
         for session in queryset:
             try:
-                preview_request_remote(session=session, action=action, actor=actor)
+                preview_ask(session=session, action=action, actor=actor)
                 succeeded += 1
             except ApplicationError as exc:
                 self.message_user(request, f"{session}: {exc.message}", messages.ERROR)

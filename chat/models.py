@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -16,8 +16,7 @@ identifier_validator = RegexValidator(
     "Use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.",
 )
 
-# Activity levels by time since the last activity (seed 002). "disconnected" also needs
-# presence, so it is decided by the cleanup rules, not here.
+# Activity levels by time since the last activity (seed 002).
 ACTIVE_WITHIN = timedelta(minutes=2)
 IDLE_WITHIN = timedelta(minutes=10)
 IDLE_TIMEOUT_MAX_MINUTES = 7 * 24 * 60
@@ -30,8 +29,11 @@ class ActivityLevel(models.TextChoices):
     DISCONNECTED = "disconnected", "disconnected (no viewer)"
 
 
-def level_after_quiet(quiet_for: timedelta) -> ActivityLevel:
-    """Active, idle or background, by the time since the last activity."""
+def activity_level(quiet_for: timedelta, *, viewer_left: bool = False) -> ActivityLevel:
+    """The one classification: disconnected once the last viewer has left (the cleanup
+    rules know that from presence), otherwise by the time since the last activity."""
+    if viewer_left:
+        return ActivityLevel.DISCONNECTED
     if quiet_for < ACTIVE_WITHIN:
         return ActivityLevel.ACTIVE
     if quiet_for < IDLE_WITHIN:
@@ -68,7 +70,7 @@ class ChatSession(models.Model):
             ),
         ]
         indexes = [
-            # "Sessions inactive since T": chat.selectors.sessions_inactive and the sweep.
+            # Sessions by last activity: the admin's activity-level filter and ordering.
             models.Index(fields=["last_activity_at"], name="chat_session_last_activity"),
             # The API's list: one owner's sessions in a project, most recently active first.
             models.Index(
@@ -78,15 +80,6 @@ class ChatSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_id}/{self.session_id}"
-
-    def idle_threshold(self) -> timedelta:
-        """How long this session may go without activity before its preview stops."""
-        minutes = self.idle_timeout_minutes or settings.CLEANUP_THRESHOLD_MINUTES
-        return timedelta(minutes=minutes)
-
-    def activity_level(self, now: datetime) -> ActivityLevel:
-        """Level by time since the last activity alone (no presence)."""
-        return level_after_quiet(now - self.last_activity_at)
 
 
 class ChatMessage(models.Model):

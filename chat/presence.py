@@ -3,7 +3,8 @@
 Each session has a sorted set of client ids scored by when each was last seen. A client
 unseen for PRESENCE_PING_TIMEOUT_SECONDS no longer counts as a viewer; its entry is kept
 (until PRESENCE_RETENTION) so "when was the last viewer seen" survives disconnects,
-which the reconnect grace period needs.
+which the reconnect grace period needs. One more sorted set holds, per session, when any
+viewer was last seen: the sweep reads it for thousands of sessions in one command.
 """
 
 from __future__ import annotations
@@ -30,14 +31,20 @@ def _key(session_pk: int) -> str:
     return f"presence:session:{session_pk}"
 
 
+LAST_SEEN_KEY = "presence:last-seen"
+
+
 def heartbeat_record(*, session_pk: int, client_id: str, now: datetime | None = None) -> Presence:
     """Mark `client_id` as viewing the session's preview now; returns the session's presence."""
     now = now or timezone.now()
     key = _key(session_pk)
     with redis_client().pipeline() as pipe:
+        forgotten = (now - PRESENCE_RETENTION).timestamp()
         pipe.zadd(key, {client_id: now.timestamp()})
-        pipe.zremrangebyscore(key, "-inf", (now - PRESENCE_RETENTION).timestamp())
+        pipe.zremrangebyscore(key, "-inf", forgotten)
         pipe.expire(key, PRESENCE_RETENTION)
+        pipe.zadd(LAST_SEEN_KEY, {str(session_pk): now.timestamp()}, gt=True)
+        pipe.zremrangebyscore(LAST_SEEN_KEY, "-inf", forgotten)
         pipe.execute()
     return sessions_presence([session_pk], now=now)[session_pk]
 
@@ -59,3 +66,16 @@ def sessions_presence(
         last_seen_at = datetime.fromtimestamp(latest[0][1], tz=UTC) if latest else None
         presence[pk] = Presence(viewers=viewers, last_seen_at=last_seen_at)
     return presence
+
+
+def sessions_last_seen(session_pks: Iterable[int]) -> dict[int, datetime | None]:
+    """When any viewer of each session was last seen (None: not in the last day), for many
+    sessions in one command."""
+    pks = list(session_pks)
+    if not pks:
+        return {}
+    scores = redis_client().zmscore(LAST_SEEN_KEY, [str(pk) for pk in pks])
+    return {
+        pk: None if score is None else datetime.fromtimestamp(score, tz=UTC)
+        for pk, score in zip(pks, scores, strict=True)
+    }

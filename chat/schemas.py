@@ -13,7 +13,7 @@ from django.utils import timezone
 from ninja import Path, Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StrictInt, StrictStr
 
-from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession
+from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession, activity_level
 
 # PostgreSQL text cannot hold NUL characters: refuse them here rather than fail at the write.
 NO_NUL = r"^[^\x00]*$"
@@ -79,7 +79,7 @@ class SessionOut(Schema):
 
     @staticmethod
     def resolve_activity_level(session: ChatSession) -> str:
-        return session.activity_level(timezone.now())
+        return activity_level(timezone.now() - session.last_activity_at)
 
 
 class MessageOut(Schema):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
@@ -32,14 +30,3 @@ def session_get(*, owner: AbstractBaseUser, project_id: str, session_id: str) ->
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:
     return ChatMessage.objects.filter(session=session).order_by("created_at", "id")
-
-
-def sessions_inactive(*, now: datetime, threshold: timedelta) -> QuerySet[ChatSession]:
-    """Sessions with no activity for longer than `threshold`, longest-idle first.
-
-    Callers take batches (`[:batch_size]`); the ordered range scan on the
-    `chat_session_last_activity` index keeps a batch cheap however long the history is.
-    """
-    return ChatSession.objects.filter(last_activity_at__lt=now - threshold).order_by(
-        "last_activity_at"
-    )

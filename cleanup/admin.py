@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from cleanup.models import WITH_FAILURES, CleanupRun, StopDecision
+from cleanup.models import CleanupRun, StopDecision
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -31,11 +31,11 @@ class RunOutcomeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "failed":
-            return queryset.filter(WITH_FAILURES)
+            return queryset.with_failures()
         if self.value() == "clean":
-            return queryset.exclude(WITH_FAILURES).filter(finished_at__isnull=False)
+            return queryset.finished().without_failures()
         if self.value() == "open":
-            return queryset.filter(finished_at__isnull=True)
+            return queryset.unfinished()
         return queryset
 
 
@@ -67,12 +67,18 @@ class CleanupRunAdmin(ReadOnlyAdmin):
         "stopped",
         "skipped",
         "failed",
+        "pending",
+        "undecided",
         "duration_ms",
         "finished_at",
     )
     list_filter = ("trigger", RunOutcomeFilter, "dry_run", "started_at")
     date_hierarchy = "started_at"
     inlines = [StopDecisionInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CleanupRun]:
+        # The numbers come from the decisions: counted for the whole page in one query.
+        return super().get_queryset(request).with_counts()
 
 
 @admin.register(StopDecision)

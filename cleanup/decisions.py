@@ -11,9 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 
-from chat.models import ActivityLevel, level_after_quiet
-from chat.presence import Presence
-from previews.engine import Container
+from chat.models import ActivityLevel, activity_level
 from previews.models import Preview, PreviewState, StopReason
 
 
@@ -44,14 +42,12 @@ class Snapshot:
     idle_timeout: timedelta | None = None  # the session's override of the threshold
     busy_until: datetime | None = None
     started_at: datetime | None = None
-    viewers: int = 0
     last_seen_at: datetime | None = None  # the last heartbeat of any viewer
     kept: bool = False  # every running container is labelled kosuke.keep=true
 
     @classmethod
-    def of(cls, preview: Preview, presence: Presence, containers: list[Container]) -> Snapshot:
+    def of(cls, preview: Preview, *, last_seen_at: datetime | None, kept: bool) -> Snapshot:
         session = preview.session
-        running = [container for container in containers if container.is_running]
         return cls(
             preview_state=preview.state,
             last_activity_at=session.last_activity_at,
@@ -60,9 +56,8 @@ class Snapshot:
             else None,
             busy_until=session.busy_until,
             started_at=preview.started_at,
-            viewers=presence.viewers,
-            last_seen_at=presence.last_seen_at,
-            kept=bool(running) and all(container.is_kept for container in running),
+            last_seen_at=last_seen_at,
+            kept=kept,
         )
 
 
@@ -80,22 +75,18 @@ def _minutes(delta: timedelta) -> str:
 
 
 def _has_left(snapshot: Snapshot, now: datetime, policy: Policy) -> bool:
-    """A viewer watched this run of the preview and none has been seen since."""
-    if snapshot.viewers or snapshot.last_seen_at is None:
+    """A viewer watched this run of the preview and none has been seen for a ping timeout."""
+    if snapshot.last_seen_at is None:
         return False
     watched_this_run = snapshot.started_at is None or snapshot.last_seen_at >= snapshot.started_at
     return watched_this_run and now - snapshot.last_seen_at >= policy.ping_timeout
 
 
-def activity_level(snapshot: Snapshot, now: datetime, policy: Policy) -> ActivityLevel:
-    if _has_left(snapshot, now, policy):
-        return ActivityLevel.DISCONNECTED
-    return level_after_quiet(now - snapshot.last_activity_at)
-
-
 def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
     """Stop or keep, with the reason in words. The "never" rules come first."""
-    level = activity_level(snapshot, now, policy)
+    level = activity_level(
+        now - snapshot.last_activity_at, viewer_left=_has_left(snapshot, now, policy)
+    )
 
     def keep(reason: str) -> Decision:
         return Decision(stop=False, reason=reason, level=level)

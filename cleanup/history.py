@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from cleanup.models import WITH_FAILURES, CleanupRun
+from cleanup.models import CleanupRun
 
 RETENTION = {
     # kind: (age, newest count kept)
@@ -33,13 +33,12 @@ def _expired(runs: QuerySet[CleanupRun], age: timedelta, keep: int, now: datetim
 def history_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Delete finished runs past their retention; returns how many of each kind went."""
     now = now or timezone.now()
-    crashed = Q(finished_at__isnull=True, started_at__lt=now - timedelta(days=1))
-    settled = CleanupRun.objects.filter(Q(finished_at__isnull=False) | crashed)
-    clean = settled.exclude(WITH_FAILURES | crashed)
+    crashed = CleanupRun.objects.unfinished().filter(started_at__lt=now - timedelta(days=1))
+    clean = CleanupRun.objects.finished().without_failures()
     kinds = {
-        "idle": clean.filter(found=0),
-        "completed": clean.filter(found__gt=0),
-        "failed": settled.filter(WITH_FAILURES | crashed),
+        "idle": clean.found_nothing(),
+        "completed": clean.found_something(),
+        "failed": CleanupRun.objects.finished().with_failures() | crashed,
     }
     deleted = {}
     for kind, runs in kinds.items():

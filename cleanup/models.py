@@ -1,44 +1,93 @@
-"""Cleanup runs and the stop decisions they made, kept in PostgreSQL for operators."""
+"""Cleanup runs and the stop decisions they made, kept in PostgreSQL for operators.
+
+A run's numbers are not kept in step by hand: they are counted from its decisions (one
+aggregate query over the `stop_decision_run_outcome` index), and a run is finished
+exactly when its sweep is done and none of its decisions is pending. The run stores only
+what no decision row says: how many previews it examined, how many stops it left for
+the next sweep (deferred), how many previews it could not decide, and its errors.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import cached_property
+
 from django.db import models
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from chat.models import ActivityLevel, ChatSession
 from previews.models import StopReason
 
-# Runs where something went wrong: a stop failed, or an engine or a session could not be
-# handled at all (then only `errors` says so).
-WITH_FAILURES = models.Q(failed__gt=0) | ~models.Q(errors=[])
+
+def _decisions_of_run(**filters: object) -> Exists:
+    return Exists(StopDecision.objects.filter(run=OuterRef("pk"), **filters))
+
+
+class CleanupRunQuerySet(models.QuerySet):
+    def with_counts(self) -> CleanupRunQuerySet:
+        """Each run with its decisions counted by outcome, for lists (no query per run)."""
+        counts = {
+            f"n_{outcome}": Count("decisions", filter=Q(decisions__outcome=outcome))
+            for outcome in StopDecision.Outcome.values
+        }
+        return self.annotate(**counts, last_settled_at=Max("decisions__settled_at"))
+
+    def finished(self) -> CleanupRunQuerySet:
+        return self.filter(swept_at__isnull=False).exclude(
+            _decisions_of_run(outcome=StopDecision.Outcome.PENDING)
+        )
+
+    def unfinished(self) -> CleanupRunQuerySet:
+        return self.filter(
+            Q(swept_at__isnull=True) | _decisions_of_run(outcome=StopDecision.Outcome.PENDING)
+        )
+
+    def found_nothing(self) -> CleanupRunQuerySet:
+        """Runs with nothing due to stop (most beat sweeps)."""
+        return self.filter(deferred=0).exclude(_decisions_of_run())
+
+    def found_something(self) -> CleanupRunQuerySet:
+        return self.exclude(pk__in=self.found_nothing().values("pk"))
+
+    def with_failures(self) -> CleanupRunQuerySet:
+        """Runs where something went wrong: a stop failed, or an engine or a session could
+        not be handled at all."""
+        return self.filter(
+            _decisions_of_run(outcome=StopDecision.Outcome.FAILED)
+            | Q(undecided__gt=0)
+            | ~Q(sweep_errors=[])
+        )
+
+    def without_failures(self) -> CleanupRunQuerySet:
+        return self.exclude(pk__in=self.with_failures().values("pk"))
 
 
 class CleanupRun(models.Model):
     class Trigger(models.TextChoices):
         BEAT = "beat"
         COMMAND = "command"
-        API = "api"
 
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     threshold_minutes = models.PositiveIntegerField()
     dry_run = models.BooleanField(default=False)
     batch_size = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
-    # When the decisions were made and the stops handed out.
+    # When the decisions were made and the stops handed out: the sweep is done.
     swept_at = models.DateTimeField(null=True, blank=True)
-    # When the last stop of the run was settled.
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Previews examined, and how the ones that had to stop ended.
+    # Previews examined; stops due beyond the batch size (the next sweep takes them);
+    # previews that could not be decided (their engine unreachable, an error).
     examined = models.PositiveIntegerField(default=0)
-    found = models.PositiveIntegerField(default=0)
-    stopped = models.PositiveIntegerField(default=0)
-    skipped = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    # [{"session": "proj/sess", "error": "..."}], one per failed session.
-    errors = models.JSONField(default=list, blank=True)
+    deferred = models.PositiveIntegerField(default=0)
+    undecided = models.PositiveIntegerField(default=0)
+    # [{"engine": url, "error": ...}, {"session": "proj/sess", "error": ...}]: what the
+    # sweep itself could not do. Failed stops say why in their decisions.
+    sweep_errors = models.JSONField(default=list, blank=True)
     # Engine list calls and their time, for operators and the benchmarks.
     engine_list_calls = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    objects = CleanupRunQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["-started_at"], name="cleanup_run_recent")]
@@ -46,9 +95,81 @@ class CleanupRun(models.Model):
     def __str__(self) -> str:
         return f"run {self.pk} ({self.trigger}, {self.started_at:%Y-%m-%d %H:%M:%S})"
 
+    @cached_property
+    def _tally(self) -> tuple[dict[str, int], datetime | None]:
+        """Decisions by outcome, and when the last one settled: one aggregate query, or
+        none when the run was read with `with_counts()`."""
+        outcomes = StopDecision.Outcome.values
+        if hasattr(self, "n_pending"):
+            return {o: getattr(self, f"n_{o}") for o in outcomes}, self.last_settled_at
+        counts, last_settled_at = dict.fromkeys(outcomes, 0), None
+        rows = self.decisions.values_list("outcome").annotate(n=Count("pk"), last=Max("settled_at"))
+        for outcome, n, last in rows:
+            counts[outcome] = n
+            if last and (last_settled_at is None or last > last_settled_at):
+                last_settled_at = last
+        return counts, last_settled_at
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self._tally[0]
+
+    @property
+    def found(self) -> int:
+        """Previews due to stop: decided (whatever became of it) or deferred."""
+        return sum(self.counts.values()) + self.deferred
+
+    @property
+    def stopped(self) -> int:
+        return self.counts[StopDecision.Outcome.STOPPED]
+
+    @property
+    def skipped(self) -> int:
+        """Due, and not stopped on purpose: kept after all, a dry run, or deferred."""
+        return (
+            self.counts[StopDecision.Outcome.SKIPPED]
+            + self.counts[StopDecision.Outcome.DRY_RUN]
+            + self.deferred
+        )
+
+    @property
+    def failed(self) -> int:
+        return self.counts[StopDecision.Outcome.FAILED]
+
+    @property
+    def pending(self) -> int:
+        return self.counts[StopDecision.Outcome.PENDING]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.swept_at is not None and not self.pending
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the last of its stops settled (or the sweep ended, if that was later)."""
+        if not self.is_finished:
+            return None
+        last = self._tally[1]
+        return max(last, self.swept_at) if last else self.swept_at
+
     @property
     def has_failures(self) -> bool:
-        return bool(self.failed or self.errors)
+        return bool(self.failed or self.undecided or self.sweep_errors)
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """What went wrong: the sweep's own errors, then each failed stop's."""
+        failed = []
+        if self.failed:
+            failed = [
+                {"session": f"{project_id}/{session_id}", "error": detail}
+                for project_id, session_id, detail in self.decisions.filter(
+                    outcome=StopDecision.Outcome.FAILED
+                )
+                .order_by("pk")
+                .values_list("project_id", "session_id", "outcome_detail")
+            ]
+        return [*self.sweep_errors, *failed]
 
     def summary(self) -> dict:
         """The result as the command and the API report it."""
@@ -63,8 +184,12 @@ class CleanupRun(models.Model):
             "stopped": self.stopped,
             "skipped": self.skipped,
             "failed": self.failed,
+            "pending": self.pending,
+            "deferred": self.deferred,
+            "dry_run_stops": self.counts[StopDecision.Outcome.DRY_RUN],
+            "undecided": self.undecided,
             "errors": self.errors,
-            "finished": self.finished_at is not None,
+            "finished": self.is_finished,
             "duration_ms": self.duration_ms,
         }
 
@@ -78,7 +203,6 @@ class StopDecision(models.Model):
         SKIPPED = "skipped"  # re-decided (activity since), kept, or someone else is at it
         FAILED = "failed"
         DRY_RUN = "dry_run"  # would have stopped
-        DEFERRED = "deferred"  # beyond the batch size; the next sweep takes it
 
     run = models.ForeignKey(CleanupRun, on_delete=models.CASCADE, related_name="decisions")
     # Kept when the session goes, with its ids copied, so the history stays readable.
@@ -90,6 +214,9 @@ class StopDecision(models.Model):
     stop_reason = models.CharField(max_length=16, choices=StopReason.choices)
     reason = models.CharField(max_length=255)
     level = models.CharField(max_length=16, choices=ActivityLevel.choices)
+    # The running containers the sweep listed: [{"id": ..., "kept": bool}]. The stop
+    # stops these without listing again.
+    containers = models.JSONField(default=list, blank=True)
     decided_at = models.DateTimeField(default=timezone.now)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     outcome_detail = models.TextField(blank=True)
@@ -97,8 +224,17 @@ class StopDecision(models.Model):
 
     class Meta:
         indexes = [
+            # A run's numbers: one aggregate over its decisions by outcome.
             models.Index(fields=["run", "outcome"], name="stop_decision_run_outcome"),
             models.Index(fields=["-decided_at"], name="stop_decision_recent"),
+            # Stops under way (every sweep skips their sessions, and settles lost ones):
+            # the cost follows the pending decisions, never the history.
+            models.Index(
+                fields=["decided_at"],
+                include=["chat_session"],
+                name="stop_decision_pending",
+                condition=Q(outcome="pending"),
+            ),
         ]
 
     def __str__(self) -> str:

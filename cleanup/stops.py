@@ -1,131 +1,126 @@
-"""Carrying out one stop decision: re-decide, stop, record how it ended. Safe to repeat."""
+"""Carrying out one stop decision: decide again on the state as read, claim, stop, record.
+
+One way through, safe to repeat: a settled decision is left alone, and a stop that this
+decision claimed and did not finish (its worker died) is finished by the redelivery.
+The normal path costs four SQL statements (read, claim, mark stopped, settle) and one
+Docker call per running container, which the sweep's listing already named.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import F
+from django.conf import settings
 from django.utils import timezone
 
-from chat.presence import sessions_presence
+from chat.presence import sessions_last_seen
 from cleanup.decisions import Policy, Snapshot, decide
-from cleanup.models import CleanupRun, StopDecision
-from cleanup.progress import progress_publish
-from previews.models import Preview, PreviewState
-from previews.services import StopOutcome, preview_claim_stop, preview_release, preview_stop
+from cleanup.models import StopDecision
+from cleanup.progress import progress_stop_settled
+from previews.models import PreviewState
+from previews.services import StopOutcome, preview_claim_stop, preview_stop_claimed
 
 logger = logging.getLogger(__name__)
-Outcome = StopDecision.Outcome
-
-# How a stop that went through is counted in its run.
-_OUTCOMES = {
-    StopOutcome.STOPPED: (Outcome.STOPPED, "stopped"),
-    StopOutcome.ALREADY_STOPPED: (Outcome.STOPPED, "already stopped"),
-    StopOutcome.KEPT: (Outcome.SKIPPED, "kept: containers labelled kosuke.keep=true still run"),
-    StopOutcome.BUSY: (Outcome.SKIPPED, "another process is starting or stopping it"),
-}
-_RUN_COUNTER = {Outcome.STOPPED: "stopped", Outcome.SKIPPED: "skipped", Outcome.FAILED: "failed"}
 
 
-def run_finish_if_settled(run_id: int, now: datetime | None = None) -> None:
-    """Mark the run finished once every decision it found has ended."""
-    finished = CleanupRun.objects.filter(
-        pk=run_id,
-        finished_at__isnull=True,
-        found__lte=F("stopped") + F("skipped") + F("failed"),
-    ).update(finished_at=now or timezone.now())
-    if finished:
-        progress_publish(CleanupRun.objects.get(pk=run_id), "finished")
+def pending_lost_after() -> timedelta:
+    """A stop handed out this long ago and still pending was lost with its message: longer
+    than a redelivery (the visibility timeout) plus all retries. Younger ones are under
+    way, so the session is not handed out twice."""
+    return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
 
 
-def decision_settle(decision_id: int, outcome: str, detail: str) -> bool:
-    """Record how a pending decision ended and count it in its run, exactly once."""
-    now = timezone.now()
-    with transaction.atomic():
-        settled = StopDecision.objects.filter(pk=decision_id, outcome=Outcome.PENDING).update(
-            outcome=outcome, outcome_detail=detail, settled_at=now
-        )
-        if not settled:
-            return False  # a redelivered task: the first delivery settled it
-        decision = StopDecision.objects.get(pk=decision_id)
-        run = CleanupRun.objects.select_for_update().get(pk=decision.run_id)
-        setattr(run, _RUN_COUNTER[outcome], getattr(run, _RUN_COUNTER[outcome]) + 1)
-        if outcome == Outcome.FAILED:
-            run.errors.append(
-                {"session": f"{decision.project_id}/{decision.session_id}", "error": detail}
-            )
-        run.save(update_fields=[_RUN_COUNTER[outcome], "errors"])
-    logger.info(
-        "stop %s/%s: %s (%s)",
-        decision.project_id,
-        decision.session_id,
-        outcome,
-        detail,
-        extra={"session": f"{decision.project_id}/{decision.session_id}"},
-    )
-    progress_publish(run, "stopping")
-    run_finish_if_settled(run.pk, now)
+def decision_settle(
+    decision: StopDecision, outcome: str, detail: str, *, now: datetime | None = None
+) -> bool:
+    """Record how a pending decision ended, exactly once: False if it was settled already
+    (a redelivered task)."""
+    now = now or timezone.now()
+    settled = StopDecision.objects.filter(
+        pk=decision.pk, outcome=StopDecision.Outcome.PENDING
+    ).update(outcome=outcome, outcome_detail=detail, settled_at=now)
+    if not settled:
+        return False
+    decision.outcome, decision.outcome_detail, decision.settled_at = outcome, detail, now
+    session = f"{decision.project_id}/{decision.session_id}"
+    logger.info("stop %s: %s (%s)", session, outcome, detail, extra={"session": session})
+    progress_stop_settled(decision)
     return True
+
+
+def decisions_settle_lost(now: datetime) -> int:
+    """Settle as failed the stops handed out so long ago that their message was lost;
+    returns how many. Their sessions are decided again by this sweep."""
+    return StopDecision.objects.filter(
+        outcome=StopDecision.Outcome.PENDING, decided_at__lt=now - pending_lost_after()
+    ).update(
+        outcome=StopDecision.Outcome.FAILED,
+        outcome_detail="lost: never carried out",
+        settled_at=now,
+    )
 
 
 def decision_execute(*, decision_id: int, now: datetime | None = None) -> str:
     """Carry out a pending stop decision; returns its outcome.
 
-    Claims the preview, then decides again on fresh data (a message may have arrived since
-    the sweep) and gives the claim back if it should keep running. A stop that this
-    decision began and did not finish (its worker died) is taken over. Raises EngineError
-    when the engine fails, leaving the decision pending for a retry.
+    Raises EngineError when the engine fails, leaving the decision pending for a retry.
     """
     now = now or timezone.now()
-    token = f"decision:{decision_id}"
-    decision = StopDecision.objects.select_related("run").filter(pk=decision_id).first()
-    if decision is None or decision.outcome != Outcome.PENDING:
-        return decision.outcome if decision else "missing"
-    preview = (
-        Preview.objects.filter(session_id=decision.chat_session_id)
-        .select_related("session")
+    decision = (
+        StopDecision.objects.select_related("run", "chat_session__preview")
+        .filter(pk=decision_id)
         .first()
     )
+    if decision is None:
+        return "missing"
+    if decision.outcome != StopDecision.Outcome.PENDING:
+        return decision.outcome  # a redelivered task: the first delivery settled it
+    outcome, detail = _carry_out(decision, now)
+    decision_settle(decision, outcome, detail, now=now)
+    return outcome
+
+
+def _carry_out(decision: StopDecision, now: datetime) -> tuple[str, str]:
+    Outcome = StopDecision.Outcome
+    session = decision.chat_session
+    preview = getattr(session, "preview", None) if session else None
     if preview is None:
-        decision_settle(decision_id, Outcome.SKIPPED, "the session or its preview is gone")
-        return Outcome.SKIPPED
-
-    # Claim first, then decide on fresh data (as DESIGN says): a message that lands after
-    # the claim finds the stop under way; one that landed before it is seen here.
-    if not preview_claim_stop(preview, token=token, now=now):
-        preview.refresh_from_db()
-        busy = (
-            StopOutcome.ALREADY_STOPPED
-            if preview.state == PreviewState.STOPPED
-            else StopOutcome.BUSY
-        )
-        outcome, outcome_detail = _OUTCOMES[busy]
-        decision_settle(decision_id, outcome, outcome_detail)
-        return outcome
-    preview.session.refresh_from_db()
-    policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
-    presence = sessions_presence([preview.session_id], now=now)[preview.session_id]
-    # We hold the claim: judge the preview as the running one it was.
-    snapshot = replace(Snapshot.of(preview, presence, []), preview_state=PreviewState.RUNNING)
-    fresh = decide(snapshot, now, policy)
-    if not fresh.stop:
-        preview_release(preview, token=token, now=now)
-        decision_settle(decision_id, Outcome.SKIPPED, f"not stopped after all: {fresh.reason}")
-        return Outcome.SKIPPED
-
-    stop_outcome = preview_stop(
-        session=preview.session,
-        reason=fresh.stop_reason,
-        detail=fresh.reason,
+        return Outcome.SKIPPED, "the session or its preview is gone"
+    token = f"decision:{decision.pk}"
+    reason, detail = decision.stop_reason, decision.reason
+    if not (preview.state == PreviewState.STOPPING and preview.claim_token == token):
+        # Not our own interrupted stop: decide again on the state as read, then claim it
+        # only if nothing the decision read has changed since.
+        if preview.state == PreviewState.STOPPED:
+            return _as_decision_outcome(StopOutcome.ALREADY_STOPPED)
+        if preview.state in (PreviewState.STARTING, PreviewState.STOPPING):
+            return _as_decision_outcome(StopOutcome.BUSY)
+        policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
+        last_seen_at = sessions_last_seen([session.pk])[session.pk]
+        kept = bool(decision.containers) and all(c["kept"] for c in decision.containers)
+        snapshot = Snapshot.of(preview, last_seen_at=last_seen_at, kept=kept)
+        fresh = decide(snapshot, now, policy)
+        if not fresh.stop:
+            return Outcome.SKIPPED, f"not stopped after all: {fresh.reason}"
+        if not preview_claim_stop(preview, token=token, now=now, unchanged_since_read=True):
+            return Outcome.SKIPPED, "it changed while being decided; the next sweep decides again"
+        reason, detail = fresh.stop_reason, fresh.reason
+    stopped = preview_stop_claimed(
+        preview,
+        container_ids=[c["id"] for c in decision.containers if not c["kept"]],
+        kept_running=any(c["kept"] for c in decision.containers),
+        reason=reason,
+        detail=detail,
         token=token,
         now=now,
     )
-    outcome, outcome_detail = _OUTCOMES[stop_outcome]
-    decision_settle(decision_id, outcome, outcome_detail)
-    return outcome
+    return _as_decision_outcome(stopped)
+
+
+def _as_decision_outcome(stop: StopOutcome) -> tuple[str, str]:
+    outcome = StopDecision.Outcome.STOPPED if stop.is_stopped else StopDecision.Outcome.SKIPPED
+    return outcome, stop.detail
 
 
 def stop_inline(decision: StopDecision) -> None:

@@ -1,212 +1,176 @@
 """The sweep: one pass over the live previews that decides, and hands out, the stops.
 
-Cost follows the previews that are not stopped (one indexed query, one Docker list call
-per engine, one Redis round trip for presence), never the history of stopped sessions.
-A Redis lock makes a second concurrent sweep a no-op, however many beats or workers run.
+1. Settle the stops handed out so long ago that their message was lost.
+2. Read the previews that are not stopped (the partial index `preview_live`) and the
+   sessions with a stop under way (the partial index `stop_decision_pending`).
+3. List each engine once; tell the health reports what each engine showed.
+4. Reconcile: write the preview rows that disagree with the listing, and only those.
+5. Decide for each preview with no stop under way (presence in one Redis round trip).
+6. Record the longest-idle `batch_size` stops as pending decisions (a dry run records
+   them as such); the others are counted as deferred and decided again next time.
+7. Remove the containers no session owns, each recorded as a decision.
+8. Save the run, then hand out the pending stops.
+
+Cost follows the previews that are not stopped, never the history: a constant number of
+queries, one list call per engine, one Redis round trip for presence. Only `sweep`
+writes the run; the steps return values. A Redis lock makes a second concurrent sweep a
+no-op, however many beats or workers run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
 
 from chat.models import ActivityLevel, ChatSession
-from chat.presence import sessions_presence
+from chat.presence import sessions_last_seen
 from cleanup.decisions import Decision, Policy, Snapshot, decide
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
-from cleanup.stops import decision_settle, run_finish_if_settled
-from kosuke.health import engine_report
+from cleanup.stops import decision_settle, decisions_settle_lost
+from kosuke.health import engine_reports_record
 from kosuke.redis_client import redis_client
-from previews.engine import (
-    LABEL_PROJECT,
-    LABEL_SESSION,
-    LABEL_SESSION_PK,
-    Container,
-    EngineError,
-    deployment_labels,
-    engine,
-)
+from previews.engine import LABEL_PROJECT, LABEL_SESSION, Container, EngineError, engine
 from previews.models import Preview, PreviewState, StopReason
-from previews.services import preview_reconcile
+from previews.reconcile import (
+    EngineListing,
+    engines_list,
+    orphan_remove,
+    orphans_find,
+    previews_reconcile,
+)
 
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "cleanup:sweep-lock"
-
-
-def _pending_lost_after() -> timedelta:
-    """A stop handed out this long ago and still pending was lost with its message: longer
-    than a redelivery (the visibility timeout) plus all retries. Younger ones are under
-    way, so the session is not handed out twice."""
-    return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
-
-
 # Longer than any sweep may run (its hard time limit), so a crashed sweep frees the lock.
 LOCK_TIMEOUT_SECONDS = 360
 
 Dispatch = Callable[[StopDecision], None]
 
-
-def _containers_by_session(
-    previews: list[Preview], run: CleanupRun
-) -> tuple[dict[int, list[Container]], set[str]]:
-    """One list call per engine; returns containers by session pk, and unreachable engines."""
-    by_session: dict[int, list[Container]] = defaultdict(list)
-    unreachable: set[str] = set()
-    engine_urls = {preview.engine for preview in previews} | {engine().url}
-    for engine_url in sorted(engine_urls):
-        run.engine_list_calls += 1
-        try:
-            containers = engine(engine_url).containers(deployment_labels())
-        except EngineError as exc:
-            logger.error("sweep: engine %s: %s", engine_url, exc)
-            run.errors.append({"engine": engine_url, "error": str(exc)})
-            unreachable.add(engine_url)
-            engine_report(engine_url, error=str(exc))
-            continue
-        engine_report(engine_url)
-        for container in containers:
-            session_pk = container.labels.get(LABEL_SESSION_PK, "")
-            by_session[int(session_pk) if session_pk.isdigit() else 0].append(container)
-    return by_session, unreachable
+_PREVIEW_FIELDS = ("session", "state", "state_changed_at", "engine", "started_at", "claim_token")
+_SESSION_FIELDS = (
+    "project_id",
+    "session_id",
+    "last_activity_at",
+    "idle_timeout_minutes",
+    "busy_until",
+)
 
 
-def _orphans(containers: dict[int, list[Container]]) -> list[Container]:
-    """Containers of this deployment whose session is gone (deleted, or never known)."""
-    live = set(ChatSession.objects.filter(pk__in=list(containers)).values_list("pk", flat=True))
-    return [
-        container
-        for session_pk, session_containers in containers.items()
-        if session_pk not in live
-        for container in session_containers
-        if not container.is_kept
-    ]
+@dataclass
+class _Verdicts:
+    """What step 5 concluded: the stops due, longest idle first, and what it could not do."""
+
+    to_stop: list[tuple[Preview, Decision, list[Container]]] = field(default_factory=list)
+    undecided: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def _stops_under_way(now: datetime) -> set[int]:
-    """Sessions with a stop handed out and not settled; lost ones are settled as failed."""
+def _previews_live(session: ChatSession | None) -> list[Preview]:
+    # Only what reconciling and deciding read: thousands of rows are built per sweep.
+    previews = (
+        Preview.objects.exclude(state=PreviewState.STOPPED)
+        .select_related("session")
+        .only(*_PREVIEW_FIELDS, *(f"session__{name}" for name in _SESSION_FIELDS))
+    )
+    if session is not None:
+        previews = previews.filter(session=session)
+    return list(previews)
+
+
+def _sessions_with_stop_under_way() -> set[int]:
     pending = StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING)
-    lost_before = now - _pending_lost_after()
-    for lost in pending.filter(decided_at__lt=lost_before).values_list("pk", flat=True):
-        decision_settle(lost, StopDecision.Outcome.FAILED, "lost: never carried out")
     return set(pending.values_list("chat_session_id", flat=True))
 
 
-def _decisions(
+def _decide_each(
     previews: list[Preview],
-    containers: dict[int, list[Container]],
-    unreachable: set[str],
-    run: CleanupRun,
+    listing: EngineListing,
+    under_way: set[int],
     now: datetime,
     policy: Policy,
-) -> list[tuple[Preview, Decision]]:
-    """Reconcile each preview with its engine and decide; one bad row never stops the rest."""
-    presence = sessions_presence([preview.session_id for preview in previews], now=now)
-    under_way = _stops_under_way(now)
-    to_stop = []
-    for preview in previews:
-        if preview.engine in unreachable:
-            run.failed += 1  # could not be decided: the run must not look clean
-            continue
-        session = preview.session
-        session_containers = containers.get(session.pk, [])
+) -> _Verdicts:
+    """Decide for every preview with no stop under way; one bad row never stops the rest."""
+    verdicts = _Verdicts()
+    to_decide = [preview for preview in previews if preview.session_id not in under_way]
+    last_seen = sessions_last_seen(preview.session_id for preview in to_decide)
+    for preview in to_decide:
+        running = [c for c in listing.containers_of(preview) if c.is_running]
         try:
-            # Even with a stop under way: a stop stuck for long (its task hit a time limit)
-            # is settled here by what the engine shows.
-            preview_reconcile(preview, session_containers, now=now)
-            if session.pk in under_way:
-                continue
-            snapshot = Snapshot.of(preview, presence[session.pk], session_containers)
+            kept = bool(running) and all(container.is_kept for container in running)
+            snapshot = Snapshot.of(preview, last_seen_at=last_seen[preview.session_id], kept=kept)
             decision = decide(snapshot, now, policy)
         except Exception as exc:
-            logger.exception("sweep: cannot decide for %s", session)
-            run.errors.append({"session": str(session), "error": f"{type(exc).__name__}: {exc}"})
-            run.failed += 1
+            logger.exception("sweep: cannot decide for %s", preview.session)
+            error = f"{type(exc).__name__}: {exc}"
+            verdicts.errors.append({"session": str(preview.session), "error": error})
+            verdicts.undecided += 1
             continue
-        logger.debug(
-            "decision %s: %s (%s, %s)",
-            session,
-            "stop" if decision.stop else "keep",
-            decision.reason,
-            decision.level,
-            extra={"session": str(session)},
-        )
         if decision.stop:
-            to_stop.append((preview, decision))
+            verdicts.to_stop.append((preview, decision, running))
     # Longest idle first: when the batch is full, the freshest sessions wait.
-    to_stop.sort(key=lambda pair: pair[0].session.last_activity_at)
-    return to_stop
+    verdicts.to_stop.sort(key=lambda verdict: verdict[0].session.last_activity_at)
+    return verdicts
 
 
-def _reap_orphans(orphans: list[Container], run: CleanupRun, now: datetime) -> None:
-    """Remove the containers no session owns any more, each recorded as a decision."""
-    Outcome = StopDecision.Outcome
-    for container in orphans:
-        decision = StopDecision(
-            run=run,
-            project_id=container.labels.get(LABEL_PROJECT, "")[:64],
-            session_id=container.labels.get(LABEL_SESSION, "")[:64],
-            stop_reason=StopReason.ORPHAN,
-            reason=f"container {container.name} belongs to no session",
-            level=ActivityLevel.DISCONNECTED,
-            decided_at=now,
-            settled_at=now,
-        )
-        run.found += 1
-        if run.dry_run:
-            decision.outcome, decision.outcome_detail = Outcome.DRY_RUN, "dry run: kept"
-            run.skipped += 1
-        else:
-            try:
-                engine(container.engine_url).remove(container.id)
-                decision.outcome, decision.outcome_detail = Outcome.STOPPED, "removed"
-                run.stopped += 1
-            except EngineError as exc:
-                decision.outcome, decision.outcome_detail = Outcome.FAILED, str(exc)
-                run.failed += 1
-                run.errors.append({"container": container.name, "error": str(exc)})
-        decision.save()
-
-
-def _record(
-    run: CleanupRun, to_stop: list[tuple[Preview, Decision]], now: datetime
+def _stop_decisions(
+    run: CleanupRun, to_stop: list[tuple[Preview, Decision, list[Container]]], now: datetime
 ) -> list[StopDecision]:
-    """Store every stop decision with its reason; returns the ones to carry out now."""
-    Outcome = StopDecision.Outcome
-    rows = []
-    for index, (preview, decision) in enumerate(to_stop):
-        if run.dry_run:
-            outcome, detail = Outcome.DRY_RUN, "dry run: nothing stopped"
-        elif index >= run.batch_size:
-            outcome, detail = Outcome.DEFERRED, f"beyond the batch size of {run.batch_size}"
-        else:
-            outcome, detail = Outcome.PENDING, ""
-        rows.append(
+    """The decisions to record for the stops carried out now (or, in a dry run, not)."""
+    outcome = StopDecision.Outcome.DRY_RUN if run.dry_run else StopDecision.Outcome.PENDING
+    return [
+        StopDecision(
+            run=run,
+            chat_session=preview.session,
+            project_id=preview.session.project_id,
+            session_id=preview.session.session_id,
+            stop_reason=decision.stop_reason,
+            reason=decision.reason,
+            level=decision.level,
+            containers=[{"id": c.id, "kept": c.is_kept} for c in running],
+            decided_at=now,
+            outcome=outcome,
+            outcome_detail="dry run: nothing stopped" if run.dry_run else "",
+            settled_at=now if run.dry_run else None,
+        )
+        for preview, decision, running in to_stop
+    ]
+
+
+def _orphans_remove(run: CleanupRun, orphans: list[Container], now: datetime) -> list[StopDecision]:
+    """Remove the containers no session owns (not in a dry run); returns their decisions."""
+    decisions = []
+    for container in orphans:
+        outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
+        if not run.dry_run:
+            try:
+                orphan_remove(container)
+                outcome, detail = StopDecision.Outcome.STOPPED, "removed"
+            except EngineError as exc:
+                outcome, detail = StopDecision.Outcome.FAILED, str(exc)
+        decisions.append(
             StopDecision(
                 run=run,
-                chat_session=preview.session,
-                project_id=preview.session.project_id,
-                session_id=preview.session.session_id,
-                stop_reason=decision.stop_reason,
-                reason=decision.reason,
-                level=decision.level,
+                project_id=container.labels.get(LABEL_PROJECT, "")[:64],
+                session_id=container.labels.get(LABEL_SESSION, "")[:64],
+                stop_reason=StopReason.ORPHAN,
+                reason=f"container {container.name} belongs to no session",
+                level=ActivityLevel.DISCONNECTED,
+                containers=[{"id": container.id, "kept": False}],
                 decided_at=now,
                 outcome=outcome,
                 outcome_detail=detail,
-                settled_at=None if outcome == Outcome.PENDING else now,
+                settled_at=now,
             )
         )
-    StopDecision.objects.bulk_create(rows)
-    run.found += len(rows)
-    run.skipped += sum(row.outcome != Outcome.PENDING for row in rows)
-    return [row for row in rows if row.outcome == Outcome.PENDING]
+    return decisions
 
 
 def sweep(
@@ -228,62 +192,72 @@ def sweep(
         logger.info("sweep: another sweep is running; nothing to do")
         return None
     try:
-        return _sweep(
+        policy = Policy.from_settings(threshold_minutes=threshold_minutes)
+        run = CleanupRun.objects.create(
             trigger=trigger,
-            dispatch=dispatch,
-            policy=Policy.from_settings(threshold_minutes=threshold_minutes),
-            batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
+            threshold_minutes=int(policy.threshold.total_seconds() // 60),
             dry_run=dry_run,
-            session=session,
-            now=now or timezone.now(),
+            batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
+            started_at=now or timezone.now(),
         )
+        pending = _sweep(run, policy, session)
     finally:
         if lock.owned():
             lock.release()
+    _hand_out(run, pending, dispatch)
+    return CleanupRun.objects.get(pk=run.pk)
 
 
-def _sweep(
-    *,
-    trigger: str,
-    dispatch: Dispatch,
-    policy: Policy,
-    batch_size: int,
-    dry_run: bool,
-    session: ChatSession | None,
-    now: datetime,
-) -> CleanupRun:
-    clock = time.monotonic()
-    run = CleanupRun.objects.create(
-        trigger=trigger,
-        threshold_minutes=int(policy.threshold.total_seconds() // 60),
-        dry_run=dry_run,
-        batch_size=batch_size,
-        started_at=now,
-    )
+def _sweep(run: CleanupRun, policy: Policy, session: ChatSession | None) -> list[StopDecision]:
+    """Steps 1-8 but the handing out; returns the pending decisions."""
+    clock, now = time.monotonic(), run.started_at
     progress_publish(run, "started")
-    # Served by the partial index preview_live: stopped previews are never read.
-    previews = Preview.objects.exclude(state=PreviewState.STOPPED).select_related("session")
-    if session is not None:
-        previews = previews.filter(session=session)
-    previews = list(previews)
-    run.examined = len(previews)
-    containers, unreachable = _containers_by_session(previews, run)
-    pending = _record(run, _decisions(previews, containers, unreachable, run, now, policy), now)
+    lost = decisions_settle_lost(now)
+    if lost:
+        logger.warning("sweep: %s stop(s) were lost and are decided again", lost)
+    previews = _previews_live(session)
+    under_way = _sessions_with_stop_under_way()
+    listing = engines_list({preview.engine for preview in previews} | {engine().url})
+    engine_reports_record(reached=listing.reached, unreachable=listing.unreachable)
+    reachable = [preview for preview in previews if preview.engine not in listing.unreachable]
+    previews_reconcile(reachable, listing, now=now)
+    verdicts = _decide_each(reachable, listing, under_way, now, policy)
+    verdicts.undecided += len(previews) - len(reachable)
+
+    due_now = verdicts.to_stop[: run.batch_size]
+    decisions = _stop_decisions(run, due_now, now)
     if session is None:
-        _reap_orphans(_orphans(containers), run, now)
+        known = {preview.session_id for preview in previews}
+        decisions += _orphans_remove(run, orphans_find(listing, known=known), now)
+    StopDecision.objects.bulk_create(decisions)
+
+    run.examined = len(previews)
+    run.deferred = len(verdicts.to_stop) - len(due_now)
+    run.undecided = verdicts.undecided
+    run.sweep_errors = [
+        *({"engine": url, "error": error} for url, error in listing.unreachable.items()),
+        *verdicts.errors,
+    ]
+    run.engine_list_calls = listing.list_calls
     run.swept_at = timezone.now()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     run.save()
     logger.info(
-        "sweep %s: %s examined, %s to stop, %s deferred or dry run, %s engine list call(s)",
+        "sweep %s: %s examined, %s to stop now, %s deferred, %s undecided, %s list call(s)",
         run.pk,
         run.examined,
-        run.found,
-        run.skipped,
+        len(due_now),
+        run.deferred,
+        run.undecided,
         run.engine_list_calls,
         extra={"run": run.pk},
     )
     progress_publish(run, "swept")
+    return [d for d in decisions if d.outcome == StopDecision.Outcome.PENDING]
+
+
+def _hand_out(run: CleanupRun, pending: list[StopDecision], dispatch: Dispatch) -> None:
+    """Give each pending stop to `dispatch`; one that cannot be handed out fails alone."""
     for decision in pending:
         try:
             dispatch(decision)
@@ -291,9 +265,6 @@ def _sweep(
             logger.exception(
                 "sweep: stop of %s/%s failed", decision.project_id, decision.session_id
             )
-            decision_settle(
-                decision.pk, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}"
-            )
-    run_finish_if_settled(run.pk)
-    run.refresh_from_db()
-    return run
+            decision_settle(decision, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+    if not pending:
+        progress_publish(run, "finished")

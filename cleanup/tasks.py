@@ -5,7 +5,6 @@ Task names are stable: queued messages refer to them.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import redis
@@ -18,29 +17,18 @@ from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle
 from cleanup.sweep import sweep
-from previews.engine import EngineError
+from previews.engine import EngineError, PermanentEngineError
 
-# Retries wait 1, 2, 4 s (with jitter), far below the Redis visibility timeout.
+# Retries wait up to 1, 2, 4 s (Celery's full jitter), far below the visibility timeout.
 STOP_RETRY_BACKOFF_MAX_SECONDS = 60
 
 
-class StopFailedForGood(Exception):
-    """The engine refused the stop in a way no retry can fix."""
-
-
 class StopPreviewTask(Task):
-    def retry(self, *args: Any, countdown: float | None = None, **kwargs: Any) -> Any:
-        # "Equal jitter": the delay stays in [d/2, d], so retries spread out across
-        # workers and still wait longer each time (Celery's own jitter may wait 0 s).
-        if countdown:
-            countdown = countdown / 2 + random.uniform(0, countdown / 2)  # noqa: S311
-        return super().retry(*args, countdown=countdown, **kwargs)
-
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: dict, einfo: Any) -> None:
         # Retries exhausted, a permanent error, or a time limit: the decision failed.
-        decision_settle(
-            kwargs["decision_id"], StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}"
-        )
+        decision = StopDecision.objects.filter(pk=kwargs["decision_id"]).first()
+        if decision is not None:
+            decision_settle(decision, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
 
 
 def stop_enqueue(decision: StopDecision) -> None:
@@ -80,25 +68,20 @@ def sweep_task(
 
 
 @shared_task(
-    bind=True,
     base=StopPreviewTask,
     name="cleanup.stop_preview",
     autoretry_for=(EngineError, OperationalError, InterfaceError, redis.ConnectionError),
+    dont_autoretry_for=(PermanentEngineError,),
     retry_backoff=1,
     retry_backoff_max=STOP_RETRY_BACKOFF_MAX_SECONDS,
-    retry_jitter=False,  # StopPreviewTask.retry adds its own
+    retry_jitter=True,
     max_retries=3,
     soft_time_limit=settings.DOCKER_TIMEOUT_SECONDS + settings.PREVIEW_STOP_TIMEOUT_SECONDS + 60,
     time_limit=settings.DOCKER_TIMEOUT_SECONDS + settings.PREVIEW_STOP_TIMEOUT_SECONDS + 90,
 )
-def stop_preview(self: Task, decision_id: int, session: str = "") -> str:
+def stop_preview(decision_id: int, session: str = "") -> str:
     """Stop one preview as decided; `session` only labels the task for people and Sentry."""
-    try:
-        return decision_execute(decision_id=decision_id)
-    except EngineError as exc:
-        if exc.permanent:
-            raise StopFailedForGood(str(exc)) from exc
-        raise
+    return decision_execute(decision_id=decision_id)
 
 
 @shared_task(name="cleanup.prune_history", soft_time_limit=120, time_limit=150)

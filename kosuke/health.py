@@ -31,12 +31,16 @@ def _redis() -> None:
 ENGINE_REPORTS_KEY = "kosuke:engine-reports"
 
 
-def engine_report(url: str, *, error: str | None = None) -> None:
-    """Workers record what they saw of an engine (at start and on every sweep's list call):
-    only workers reach the engine, so the web process answers /readyz from these reports."""
-    report = {"ok": error is None, "error": error or "", "at": time.time()}
+def engine_reports_record(*, reached: list[str], unreachable: dict[str, str]) -> None:
+    """Record what a worker saw of each engine (when it starts, and at every sweep's list
+    calls): only workers reach the engines, so the web process answers /readyz from these."""
+    now = time.time()
+    reports = {url: {"ok": True, "error": "", "at": now} for url in reached}
+    reports |= {url: {"ok": False, "error": error, "at": now} for url, error in unreachable.items()}
+    if not reports:
+        return
     with redis_client().pipeline() as pipe:
-        pipe.hset(ENGINE_REPORTS_KEY, url, json.dumps(report))
+        pipe.hset(ENGINE_REPORTS_KEY, mapping={url: json.dumps(r) for url, r in reports.items()})
         pipe.expire(ENGINE_REPORTS_KEY, 24 * 3600)
         pipe.execute()
 
@@ -47,9 +51,9 @@ def engine_report_now() -> None:
     try:
         current.ping()
     except EngineError as exc:
-        engine_report(current.url, error=str(exc))
+        engine_reports_record(reached=[], unreachable={current.url: str(exc)})
     else:
-        engine_report(current.url)
+        engine_reports_record(reached=[current.url], unreachable={})
 
 
 def _engine_report_max_age() -> float:

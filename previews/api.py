@@ -10,32 +10,33 @@ from ninja import Router
 
 from chat.schemas import PathId
 from chat.selectors import session_get
+from previews.remote import preview_ask
 from previews.schemas import PreviewOut
-from previews.tasks import preview_request_remote
+from previews.services import PreviewAction
 
 router = Router(tags=["previews"])
 
 PREVIEW = "/{project_id}/chat-sessions/{session_id}/preview"
 
 
-def _request(request: HttpRequest, project_id: str, session_id: str, action: str) -> dict:
+def _ask(request: HttpRequest, project_id: str, session_id: str, action: PreviewAction) -> dict:
     session = session_get(owner=request.auth, project_id=project_id, session_id=session_id)
-    return preview_request_remote(session=session, action=action, actor=str(request.auth))
+    return preview_ask(session=session, action=action, actor=str(request.auth))
 
 
 @router.post(PREVIEW, response=PreviewOut)
 def open_(request: HttpRequest, project_id: PathId, session_id: PathId):
     """Start the preview (create it, or start its stopped containers again)."""
-    return _request(request, project_id, session_id, "open")
+    return _ask(request, project_id, session_id, PreviewAction.OPEN)
 
 
 @router.get(PREVIEW, response=PreviewOut)
 def status(request: HttpRequest, project_id: PathId, session_id: PathId):
     """The preview's state and containers, as the engine shows them now."""
-    return _request(request, project_id, session_id, "status")
+    return _ask(request, project_id, session_id, PreviewAction.STATUS)
 
 
 @router.delete(PREVIEW, response=PreviewOut)
 def stop(request: HttpRequest, project_id: PathId, session_id: PathId):
     """Stop the preview now, containers labelled kosuke.keep=true included."""
-    return _request(request, project_id, session_id, "stop")
+    return _ask(request, project_id, session_id, PreviewAction.STOP)

@@ -1,8 +1,9 @@
 """The Docker engine adapter: the only module that imports the Docker SDK.
 
 Every call has a timeout. "Not found" and "already stopped" are success. Everything the
-SDK raises becomes one `EngineError`, whose `permanent` flag says whether retrying could
-help (an unreachable or overloaded engine: yes; a missing image: no).
+SDK raises becomes an `EngineError`: a `PermanentEngineError` when retrying cannot help (a
+missing image, a refused request), the plain one when it can (an unreachable or overloaded
+engine).
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ LABEL_KEEP = "kosuke.keep"
 
 
 class EngineError(Exception):
-    """The Docker engine could not do what was asked; `permanent` means retrying won't help."""
+    """The Docker engine could not do what was asked; retrying may help."""
 
-    def __init__(self, message: str, *, permanent: bool = False):
-        super().__init__(message)
-        self.permanent = permanent
+    permanent = False
+
+
+class PermanentEngineError(EngineError):
+    """The Docker engine refused in a way no retry can fix (a missing image, a bad request)."""
+
+    permanent = True
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Container:
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def session_pk(self) -> int | None:
+        """The chat session this container belongs to, by its label; None if unreadable."""
+        label = self.labels.get(LABEL_SESSION_PK, "")
+        return int(label) if label.isdigit() else None
 
 
 def deployment_labels() -> dict[str, str]:
@@ -89,9 +100,9 @@ class Engine:
             yield
         except docker.errors.APIError as exc:
             permanent = exc.is_client_error() and exc.status_code not in (408, 429)
-            raise EngineError(
-                f"Docker engine at {self.url} refused to {action}: {exc.explanation or exc}",
-                permanent=permanent,
+            error = PermanentEngineError if permanent else EngineError
+            raise error(
+                f"Docker engine at {self.url} refused to {action}: {exc.explanation or exc}"
             ) from exc
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             self._client = None  # reconnect next time
@@ -154,9 +165,8 @@ class Engine:
                     raise
             existing = self.client.api.inspect_container(name)
         if not labels.items() <= (existing["Config"].get("Labels") or {}).items():
-            raise EngineError(
-                f"container name {name} on {self.url} is taken by another container",
-                permanent=True,
+            raise PermanentEngineError(
+                f"container name {name} on {self.url} is taken by another container"
             )
         return existing["Id"]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
@@ -70,6 +73,17 @@ class Preview(models.Model):
 
     def __str__(self) -> str:
         return f"preview of {self.session} ({self.state})"
+
+    @staticmethod
+    def stop_fields(*, now: datetime, reason: str, detail: str) -> dict[str, Any]:
+        """The fields every way of ending up stopped writes: when, why, and no error left."""
+        return {
+            "stopped_at": now,
+            "last_stop_reason": reason,
+            "last_stop_detail": detail,
+            "last_error": "",
+            "claim_token": "",
+        }
 
     def last_stop_message(self) -> str:
         """'stopped after 30 min without activity at 14:02 UTC', or '' if never stopped."""

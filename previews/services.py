@@ -1,40 +1,66 @@
-"""Open, stop and inspect the preview of a chat session, reconciled with the Docker engine.
+"""Open, stop and inspect the preview of a chat session on its Docker engine.
 
 The database holds what we last knew; the engine is the truth about containers. State
 changes are conditional UPDATEs from the expected state (the healthchecks way): whoever
 changes the row first does the work, and a second caller sees that and backs off, so two
-opens cannot create two sets of containers and two stops cannot race. The row says
-"stopped" only after the engine has confirmed that no container of the preview runs.
+opens cannot create two sets of containers and two stops cannot race. No lock is held
+across a Docker call. The row says "stopped" only after the engine confirmed the stop.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import activity_record
 from kosuke.errors import ApplicationError
-from previews.engine import Container, EngineError, engine, preview_labels
+from previews.engine import (
+    Container,
+    EngineError,
+    PermanentEngineError,
+    engine,
+    preview_labels,
+)
 from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
-
-State = PreviewState
-# A start or stop that has not finished after this long was interrupted (a worker died).
-TRANSITION_STALE_AFTER = timedelta(minutes=5)
+from previews.reconcile import preview_reconcile
 
 
 class StopOutcome(enum.StrEnum):
+    """How a stop ended: the one vocabulary from the engine call to the cleanup run."""
+
     STOPPED = "stopped"
     ALREADY_STOPPED = "already_stopped"
     BUSY = "busy"  # another process is starting or stopping it right now
-    KEPT = "kept"  # every running container is labelled kosuke.keep=true
+    KEPT = "kept"  # containers labelled kosuke.keep=true still run
+
+    @property
+    def is_stopped(self) -> bool:
+        return self in (StopOutcome.STOPPED, StopOutcome.ALREADY_STOPPED)
+
+    @property
+    def detail(self) -> str:
+        return {
+            StopOutcome.STOPPED: "stopped",
+            StopOutcome.ALREADY_STOPPED: "already stopped",
+            StopOutcome.BUSY: "another process is starting or stopping it",
+            StopOutcome.KEPT: "kept: containers labelled kosuke.keep=true still run",
+        }[self]
+
+
+class PreviewAction(enum.StrEnum):
+    """What a person may ask of a preview (the API and the admin)."""
+
+    OPEN = "open"
+    STATUS = "status"
+    STOP = "stop"
 
 
 @dataclass(frozen=True)
@@ -49,27 +75,18 @@ def _transition(
     from_states: Iterable[str],
     to: str,
     now: datetime,
-    unchanged_since_read: bool = False,
-    claimed_by: str | None = None,
+    guard: Q | None = None,
     **fields: Any,
 ) -> bool:
-    """Move `preview` to `to` if it is still in one of `from_states`; False if it was not.
-
-    With `unchanged_since_read`, also only if no one changed the row since `preview` was
-    read: for conclusions drawn from an engine listing that may be older than the row.
-    With `claimed_by`, only if that token holds the claim.
-    """
+    """Move `preview` to `to` if it is still in one of `from_states` (and matches `guard`);
+    False if it was not. The in-memory `preview` follows the row."""
     from_states = list(from_states)
     for state in from_states:
         if to not in ALLOWED_TRANSITIONS[state]:
             raise ValueError(f"a preview cannot go from {state} to {to}")
     rows = Preview.objects.filter(pk=preview.pk, state__in=from_states)
-    if unchanged_since_read:
-        if preview.state not in from_states:
-            return False  # the row as read does not qualify; no need to ask the database
-        rows = rows.filter(state_changed_at=preview.state_changed_at)
-    if claimed_by is not None:
-        rows = rows.filter(claim_token=claimed_by)
+    if guard is not None:
+        rows = rows.filter(guard)
     changed = rows.update(state=to, state_changed_at=now, **fields)
     if changed:
         preview.state, preview.state_changed_at = to, now
@@ -106,16 +123,16 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     now = now or timezone.now()
     activity_record(session=session, now=now)
     preview = _preview_for(session)
-    was_running = preview.state == State.RUNNING
+    was_running = preview.state == PreviewState.RUNNING
     claimed = _transition(
         preview,
-        from_states=[State.STOPPED, State.FAILED, State.RUNNING],
-        to=State.STARTING,
+        from_states=[PreviewState.STOPPED, PreviewState.FAILED, PreviewState.RUNNING],
+        to=PreviewState.STARTING,
         now=now,
     )
     if not claimed:
         preview.refresh_from_db()
-        if preview.state == State.STOPPING:
+        if preview.state == PreviewState.STOPPING:
             raise ApplicationError(
                 "the preview is stopping right now; open it again in a moment", status=409
             )
@@ -139,159 +156,152 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
         for container_id in to_start:
             preview_engine.start(container_id)
     except EngineError as exc:
+        stopped = Preview.stop_fields(
+            now=now, reason=StopReason.FAILED_START, detail="the preview failed to start"
+        )
         _transition(
             preview,
-            from_states=[State.STARTING],
-            to=State.FAILED,
+            from_states=[PreviewState.STARTING],
+            to=PreviewState.FAILED,
             now=now,
-            stopped_at=now,
-            last_stop_reason=StopReason.FAILED_START,
-            last_stop_detail="the preview failed to start",
-            last_error=str(exc),
+            **{**stopped, "last_error": str(exc)},
         )
         raise
-    started_at = preview.started_at if was_running and preview.started_at else now
     _transition(
         preview,
-        from_states=[State.STARTING],
-        to=State.RUNNING,
+        from_states=[PreviewState.STARTING],
+        to=PreviewState.RUNNING,
         now=now,
-        started_at=started_at,
+        started_at=preview.started_at if was_running and preview.started_at else now,
         last_error="",
     )
     return preview
 
 
-def preview_claim_stop(preview: Preview, *, token: str, now: datetime) -> bool:
-    """Claim the preview for a stop: RUNNING/FAILED -> STOPPING, or a STOPPING that
-    `token` itself claimed earlier (a redelivered task). False: someone else has it, or
-    it is stopped already."""
-    if token and preview.state == State.STOPPING and preview.claim_token == token:
-        return True
+def preview_claim_stop(
+    preview: Preview, *, token: str, now: datetime, unchanged_since_read: bool = False
+) -> bool:
+    """Claim the preview for a stop: RUNNING/FAILED -> STOPPING, holding `token`.
+
+    With `unchanged_since_read`, only if neither the preview row nor what the decision
+    rules read of its session (activity, keep-alive, idle timeout) changed since
+    `preview` was read: a stop decided on that reading is still right. False: someone
+    else has it, it is stopped already, or something changed.
+    """
+    guard = None
+    if unchanged_since_read:
+        session = preview.session
+        guard = Q(
+            state_changed_at=preview.state_changed_at,
+            session__last_activity_at=session.last_activity_at,
+            session__busy_until=session.busy_until,
+            session__idle_timeout_minutes=session.idle_timeout_minutes,
+        )
     return _transition(
         preview,
-        from_states=[State.RUNNING, State.FAILED],
-        to=State.STOPPING,
+        from_states=[PreviewState.RUNNING, PreviewState.FAILED],
+        to=PreviewState.STOPPING,
         now=now,
+        guard=guard,
         claim_token=token,
     )
 
 
-def preview_release(preview: Preview, *, token: str, now: datetime) -> None:
-    """Give back a stop claim that will not be used: STOPPING -> RUNNING."""
+def preview_release(
+    preview: Preview, *, to: str, token: str, now: datetime, error: str = ""
+) -> None:
+    """Give back a stop claim: STOPPING -> `to` (RUNNING, or FAILED where it came from)."""
     _transition(
         preview,
-        from_states=[State.STOPPING],
-        to=State.RUNNING,
+        from_states=[PreviewState.STOPPING],
+        to=to,
         now=now,
-        claimed_by=token,
+        guard=Q(claim_token=token),
         claim_token="",
+        last_error=error,
     )
 
 
-def preview_stop(
+def preview_stop_claimed(
+    preview: Preview,
     *,
-    session: ChatSession,
+    container_ids: list[str],
+    kept_running: bool,
     reason: StopReason,
-    detail: str = "",
-    token: str = "",
-    now: datetime | None = None,
+    detail: str,
+    token: str,
+    now: datetime,
+    released_to: str = PreviewState.RUNNING,
 ) -> StopOutcome:
-    """Stop the session's preview containers and mark it stopped once the engine confirms.
+    """Stop `container_ids` of a preview this caller claimed with `token`; mark it stopped.
 
-    Automatic stops (any reason but MANUAL) leave containers labelled `kosuke.keep=true`
-    running. Containers fail independently; if any still runs afterwards the preview stays
-    as it was and EngineError names each failure, so the caller may retry. Safe to repeat;
-    a caller presenting the `token` of an interrupted stop takes it over.
+    Docker's answer to each stop is its confirmation (stopped, or already gone). Containers
+    fail independently; if any fails the claim goes back (`released_to`) and EngineError
+    names every failure, so the caller may retry. With `kept_running` (containers labelled
+    kosuke.keep=true run on), the preview stays running.
+    """
+    preview_engine = engine(preview.engine)
+    failures: list[EngineError] = []
+    for container_id in container_ids:
+        try:
+            preview_engine.stop(container_id)
+        except EngineError as exc:
+            failures.append(exc)
+    if failures:
+        errors = "; ".join(str(failure) for failure in failures)
+        preview_release(preview, to=released_to, token=token, now=now, error=errors)
+        permanent = all(failure.permanent for failure in failures)
+        error = PermanentEngineError if permanent else EngineError
+        raise error(f"could not stop the preview of {preview.session}: {errors}")
+    if kept_running:
+        preview_release(preview, to=PreviewState.RUNNING, token=token, now=now)
+        return StopOutcome.KEPT
+    _transition(
+        preview,
+        from_states=[PreviewState.STOPPING],
+        to=PreviewState.STOPPED,
+        now=now,
+        guard=Q(claim_token=token),
+        **Preview.stop_fields(now=now, reason=reason, detail=detail),
+    )
+    return StopOutcome.STOPPED
+
+
+def preview_stop(
+    *, session: ChatSession, reason: StopReason, detail: str = "", now: datetime | None = None
+) -> StopOutcome:
+    """Stop the session's preview now: claim it, list its containers, stop them.
+
+    Automatic reasons (any but MANUAL) leave containers labelled `kosuke.keep=true`
+    running. Safe to repeat.
     """
     now = now or timezone.now()
     preview = Preview.objects.filter(session=session).first()
     if preview is None:
         return StopOutcome.ALREADY_STOPPED
-    previous_state = preview.state
+    claimed_from = preview.state
+    token = f"{reason}:{now.timestamp()}"
     if not preview_claim_stop(preview, token=token, now=now):
         preview.refresh_from_db()
-        return StopOutcome.ALREADY_STOPPED if preview.state == State.STOPPED else StopOutcome.BUSY
-
-    preview_engine = engine(preview.engine)
-    failures: list[EngineError] = []
-    still_running: list[Container] = []
+        if preview.state == PreviewState.STOPPED:
+            return StopOutcome.ALREADY_STOPPED
+        return StopOutcome.BUSY
     try:
-        for container in preview_engine.containers(_labels(session)):
-            if not container.is_running or (reason != StopReason.MANUAL and container.is_kept):
-                continue
-            try:
-                preview_engine.stop(container.id)
-            except EngineError as exc:
-                failures.append(exc)
-        # Believe the engine, not our calls: only what it lists as running still runs.
-        still_running = [c for c in preview_engine.containers(_labels(session)) if c.is_running]
+        running = [c for c in engine(preview.engine).containers(_labels(session)) if c.is_running]
     except EngineError as exc:
-        failures.append(exc)
-
-    errors = "; ".join(str(failure) for failure in failures)
-    if not failures and not still_running:
-        _transition(
-            preview,
-            from_states=[State.STOPPING],
-            to=State.STOPPED,
-            now=now,
-            stopped_at=now,
-            last_stop_reason=reason,
-            last_stop_detail=detail,
-            last_error="",
-        )
-        return StopOutcome.STOPPED
-    was_failed = previous_state == State.FAILED
-    back_to = State.FAILED if was_failed and not still_running else State.RUNNING
-    _transition(preview, from_states=[State.STOPPING], to=back_to, now=now, last_error=errors)
-    if failures:
-        raise EngineError(
-            f"could not stop the preview of {session}: {errors}",
-            permanent=all(failure.permanent for failure in failures),
-        )
-    return StopOutcome.KEPT
-
-
-def preview_reconcile(
-    preview: Preview, containers: list[Container], *, now: datetime | None = None
-) -> Preview:
-    """Make the stored state agree with the containers the engine listed.
-
-    A preview whose containers all exited is stopped (reason EXITED); one whose container
-    runs although we thought it stopped is running; a start or stop interrupted for longer
-    than TRANSITION_STALE_AFTER is settled by what the engine shows.
-    """
-    now = now or timezone.now()
-    running = any(container.is_running for container in containers)
-    stale = now - preview.state_changed_at > TRANSITION_STALE_AFTER
-    settle = functools.partial(_transition, preview, now=now, unchanged_since_read=True)
-    if running:
-        moved_from = [State.STOPPED, State.FAILED] + (
-            [State.STOPPING, State.STARTING] if stale else []
-        )
-        settle(from_states=moved_from, to=State.RUNNING)
-        return preview
-    if stale and preview.state == State.STARTING:
-        settle(
-            from_states=[State.STARTING],
-            to=State.FAILED,
-            stopped_at=now,
-            last_stop_reason=StopReason.FAILED_START,
-            last_stop_detail="the start was interrupted",
-        )
-        return preview
-    # A failed start with nothing running is simply stopped; its reason stays "failed_start".
-    settle(from_states=[State.FAILED], to=State.STOPPED)
-    settle(
-        from_states=[State.RUNNING] + ([State.STOPPING] if stale else []),
-        to=State.STOPPED,
-        stopped_at=now,
-        last_stop_reason=StopReason.EXITED,
-        last_stop_detail="the containers exited on their own",
-        last_error="",
+        preview_release(preview, to=claimed_from, token=token, now=now, error=str(exc))
+        raise
+    keep = reason != StopReason.MANUAL
+    return preview_stop_claimed(
+        preview,
+        container_ids=[c.id for c in running if not (keep and c.is_kept)],
+        kept_running=keep and any(c.is_kept for c in running),
+        reason=reason,
+        detail=detail,
+        token=token,
+        now=now,
+        released_to=claimed_from,
     )
-    return preview
 
 
 def preview_status(*, session: ChatSession, now: datetime | None = None) -> PreviewStatus:
@@ -301,14 +311,14 @@ def preview_status(*, session: ChatSession, now: datetime | None = None) -> Prev
     return PreviewStatus(preview_reconcile(preview, containers, now=now), containers)
 
 
-def preview_request(*, session: ChatSession, action: str, actor: str = "") -> PreviewStatus:
-    """Do what a person asked of the preview (open, status or stop) and return its status.
+def preview_act(*, session: ChatSession, action: PreviewAction, actor: str = "") -> PreviewStatus:
+    """Do what a person asked of the preview and return its status.
 
     A stop while the preview is starting is refused (409) rather than silently dropped.
     """
-    if action == "open":
+    if action == PreviewAction.OPEN:
         preview_open(session=session)
-    elif action == "stop":
+    elif action == PreviewAction.STOP:
         outcome = preview_stop(
             session=session, reason=StopReason.MANUAL, detail=f"stopped by {actor}"
         )
@@ -317,6 +327,4 @@ def preview_request(*, session: ChatSession, action: str, actor: str = "") -> Pr
                 "the preview is being started or stopped right now; try again in a moment",
                 status=409,
             )
-    elif action != "status":
-        raise ValueError(f"unknown preview action {action!r}")
     return preview_status(session=session)

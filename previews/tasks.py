@@ -1,8 +1,6 @@
-"""Preview work for people (API, admin), carried out by a worker.
+"""The worker's side of preview work for people (API, admin); previews.remote waits for it.
 
-Only the worker reaches the Docker engine (in compose it alone mounts the socket), so the
-web process asks for an action with a task and waits for the reply, bounded by
-PREVIEW_REQUEST_TIMEOUT_SECONDS. Replies are plain JSON: errors travel as data.
+Replies are plain JSON: errors travel as data, with the HTTP status they answer with.
 """
 
 from __future__ import annotations
@@ -10,14 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import TimeoutError as ReplyTimeout
-from django.conf import settings
 
 from chat.models import ChatSession
 from kosuke.errors import ApplicationError
 from previews.engine import EngineError
 from previews.schemas import PreviewOut
-from previews.services import preview_request
+from previews.services import PreviewAction, preview_act
 
 
 @shared_task(name="previews.request", soft_time_limit=120, time_limit=150, acks_late=False)
@@ -27,37 +23,10 @@ def preview_request_task(session_pk: int, action: str, actor: str = "") -> dict[
     if session is None:
         return {"error": "the chat session no longer exists", "status": 404}
     try:
-        status = preview_request(session=session, action=action, actor=actor)
+        status = preview_act(session=session, action=PreviewAction(action), actor=actor)
+    except EngineError as exc:
+        # The one place an engine failure becomes an HTTP answer: refused, or unreachable.
+        return {"error": str(exc), "status": 502 if exc.permanent else 503}
     except ApplicationError as exc:
         return {"error": exc.message, "status": exc.status}
-    except EngineError as exc:
-        return {"error": str(exc), "status": 502 if exc.permanent else 503}
     return {"preview": PreviewOut.from_status(status).model_dump(mode="json")}
-
-
-def _reply(task: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
-    result = task.apply_async(kwargs=kwargs, expires=timeout)
-    try:
-        return result.get(timeout=timeout)
-    except ReplyTimeout:
-        raise ApplicationError(
-            f"no worker answered within {timeout:.0f} s; previews need a running worker "
-            "(celery -A kosuke worker -Q sweeps,stops,previews)",
-            status=503,
-        ) from None
-    finally:
-        result.forget()
-
-
-def preview_request_remote(*, session: ChatSession, action: str, actor: str = "") -> dict:
-    """Ask a worker to open / inspect / stop the preview; returns the preview as JSON."""
-    reply = _reply(
-        preview_request_task,
-        settings.PREVIEW_REQUEST_TIMEOUT_SECONDS,
-        session_pk=session.pk,
-        action=action,
-        actor=actor,
-    )
-    if "error" in reply:
-        raise ApplicationError(reply["error"], status=reply["status"])
-    return reply["preview"]

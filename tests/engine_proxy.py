@@ -2,7 +2,9 @@
 
 Tests point a preview's engine URL at it to meet a failing engine, then a recovering
 one, without touching the real engine: `fail(b"/stop", times=3)` cuts the connection of
-the next three requests whose first bytes contain `/stop`; everything else goes through.
+the next three requests whose first bytes contain `/stop`; `hold(b"/stop")` keeps such
+requests waiting until `let_through()` lets them on, one at a time; everything else goes
+through.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class EngineProxy:
         self.failed = 0  # requests cut so far
         self._pattern = b""
         self._failures_left = 0
+        self._held_pattern = b""
+        self.held = 0  # requests that have waited at the hold so far
+        self._gate = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX)
         self._server.bind(str(socket_path))
@@ -34,7 +39,15 @@ class EngineProxy:
         with self._lock:
             self._pattern, self._failures_left = pattern, times
 
+    def hold(self, pattern: bytes) -> None:
+        with self._lock:
+            self._held_pattern = pattern
+
+    def let_through(self, count: int = 1) -> None:
+        self._gate.release(count)
+
     def close(self) -> None:
+        self._gate.release(1000)  # nothing stays stuck at the hold
         self._server.close()
         os.unlink(self.path)
 
@@ -43,6 +56,13 @@ class EngineProxy:
             if self._failures_left and self._pattern in request[:512]:
                 self._failures_left -= 1
                 self.failed += 1
+                return True
+            return False
+
+    def _should_hold(self, request: bytes) -> bool:
+        with self._lock:
+            if self._held_pattern and self._held_pattern in request[:512]:
+                self.held += 1
                 return True
             return False
 
@@ -62,6 +82,8 @@ class EngineProxy:
             while data := source.recv(65536):
                 if inspect and self._should_fail(data):
                     break
+                if inspect and self._should_hold(data):
+                    self._gate.acquire()
                 sink.sendall(data)
         except OSError:
             pass

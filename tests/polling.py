@@ -26,7 +26,7 @@ def finished_run(timeout: float = 60):
     from cleanup.models import CleanupRun
 
     return wait_for(
-        lambda: CleanupRun.objects.filter(finished_at__isnull=False).order_by("-pk").first(),
+        lambda: CleanupRun.objects.finished().order_by("-pk").first(),
         timeout=timeout,
         what="a cleanup run to finish",
     )

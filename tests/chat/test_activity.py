@@ -8,7 +8,7 @@ import pytest
 from django.db import DataError
 from django.utils import timezone
 
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, activity_level
 from chat.services import activity_record, message_send, session_update
 from kosuke.errors import ApplicationError
 from tests.builders import chat_session_create
@@ -136,13 +136,4 @@ def test_it_classifies_activity_level_by_quiet_time(alice, quiet_for, level):
     now = timezone.now()
     session = chat_session_create(alice, last_activity_at=now - quiet_for)
 
-    assert session.activity_level(now) == level
-
-
-def test_idle_threshold_uses_the_session_override(alice, settings):
-    settings.CLEANUP_THRESHOLD_MINUTES = 30
-    default = chat_session_create(alice, session_id="a")
-    custom = chat_session_create(alice, session_id="b", idle_timeout_minutes=5)
-
-    assert default.idle_threshold() == td(minutes=30)
-    assert custom.idle_threshold() == td(minutes=5)
+    assert activity_level(now - session.last_activity_at) == level

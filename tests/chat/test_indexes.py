@@ -1,4 +1,4 @@
-"""The inactive-session query is served by the last_activity_at index."""
+"""Sessions by last activity are read through the last_activity_at index."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import timedelta as td
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from chat.selectors import sessions_inactive
+from chat.admin import ActivityLevelFilter
+from chat.models import ChatSession
 from tests.builders import sessions_bulk_insert, user_create
 
 pytestmark = pytest.mark.django_db
@@ -29,11 +29,12 @@ def test_the_last_activity_index_exists():
     assert index["index"] and index["columns"] == ["last_activity_at"]
 
 
-def test_a_batch_of_inactive_sessions_is_read_through_the_index():
+def test_the_admins_activity_filter_reads_through_the_index(rf):
     sessions_bulk_insert(user_create("bulk"), 20_000, spread=td(days=90))
-    batch = sessions_inactive(now=timezone.now(), threshold=td(minutes=30))[:100]
+    level = ActivityLevelFilter(rf.get("/"), {"level": ["active"]}, ChatSession, None)
+    active = level.queryset(rf.get("/"), ChatSession.objects.all())
 
-    plan = json.loads(batch.explain(format="json"))[0]["Plan"]
+    plan = json.loads(active.explain(format="json"))[0]["Plan"]
 
     scans = [node for node in _plan_nodes(plan) if "Scan" in node["Node Type"]]
     assert [(node["Node Type"], node.get("Index Name")) for node in scans] == [

@@ -52,7 +52,7 @@ TABLE = [
         "45 min",
     ),
     (
-        running(last_activity_at=NOW - td(hours=3), viewers=2, last_seen_at=NOW),
+        running(last_activity_at=NOW - td(hours=3), last_seen_at=NOW),
         POLICY,
         True,
         "inactive",
@@ -180,7 +180,6 @@ snapshots = st.builds(
     idle_timeout=st.none() | st.timedeltas(min_value=td(minutes=1), max_value=td(days=1)),
     busy_until=st.none() | moments,
     started_at=st.none() | moments,
-    viewers=st.integers(min_value=0, max_value=3),
     last_seen_at=st.none() | moments,
     kept=st.booleans(),
 )

@@ -8,25 +8,41 @@ import pytest
 from django.utils import timezone
 
 from cleanup.history import RETENTION, history_prune
-from cleanup.models import CleanupRun
+from cleanup.models import CleanupRun, StopDecision
 
 pytestmark = pytest.mark.django_db
+Outcome = StopDecision.Outcome
 
 
 def _run(
     age: td, *, found: int = 1, failed: int = 0, errors=(), finished: bool = True
 ) -> CleanupRun:
+    """A run that found `found` previews to stop, `failed` of whose stops failed; an
+    unfinished one still has a stop pending."""
     started = timezone.now() - age
-    return CleanupRun.objects.create(
+    run = CleanupRun.objects.create(
         trigger="beat",
         threshold_minutes=30,
         batch_size=100,
         started_at=started,
-        finished_at=started if finished else None,
-        found=found,
-        failed=failed,
-        errors=list(errors),
+        swept_at=started,
+        sweep_errors=list(errors),
     )
+    outcomes = [Outcome.FAILED] * failed + ([] if finished else [Outcome.PENDING])
+    outcomes += [Outcome.STOPPED] * (found - len(outcomes))
+    StopDecision.objects.bulk_create(
+        StopDecision(
+            run=run,
+            project_id="p",
+            session_id=f"s{n}",
+            stop_reason="inactive",
+            reason="idle",
+            level="background",
+            outcome=outcome,
+        )
+        for n, outcome in enumerate(outcomes)
+    )
+    return run
 
 
 def test_it_keeps_clean_runs_7_days_and_failed_runs_14_days():

@@ -9,11 +9,11 @@ import pytest
 from celery import signals
 from django.utils import timezone
 
-from cleanup.models import StopDecision
+from cleanup.models import CleanupRun, StopDecision
 from cleanup.tasks import sweep_task
-from previews.models import Preview
-from tests.builders import session_with_running_preview
-from tests.polling import finished_run
+from previews.models import Preview, PreviewState
+from tests.builders import chat_session_create, session_with_running_preview
+from tests.polling import finished_run, wait_for
 
 Outcome = StopDecision.Outcome
 
@@ -28,9 +28,10 @@ def retries():
     published = []
 
     def record(sender: str, headers: dict, **_):
-        if sender == "cleanup.stop_preview" and headers.get("retries") and headers.get("eta"):
-            countdown = datetime.fromisoformat(headers["eta"]) - timezone.now()
-            published.append((headers["retries"], countdown.total_seconds()))
+        if sender == "cleanup.stop_preview" and headers.get("retries"):
+            # A retry drawn to wait 0 s carries no eta.
+            eta = datetime.fromisoformat(headers["eta"]) if headers.get("eta") else timezone.now()
+            published.append((headers["retries"], (eta - timezone.now()).total_seconds()))
 
     signals.before_task_publish.connect(record, weak=False)
     yield published
@@ -59,7 +60,7 @@ def test_a_dry_run_task_stops_nothing(worker, alice):
     assert Preview.objects.get(session=idle).state == "running"
 
 
-def test_a_stop_retries_with_growing_delays_until_the_engine_recovers(
+def test_a_stop_retries_with_exponential_backoff_until_the_engine_recovers(
     worker, alice, engine_proxy, retries
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
@@ -72,10 +73,9 @@ def test_a_stop_retries_with_growing_delays_until_the_engine_recovers(
     assert engine_proxy.failed == 3
     assert [number for number, _ in retries] == [1, 2, 3]
     countdowns = [countdown for _, countdown in retries]
-    # Exponential from 1 s with jitter in [d/2, d]: always longer than the one before.
-    for countdown, base in zip(countdowns, (1, 2, 4), strict=True):
-        assert base / 2 - 0.1 <= countdown <= base + 0.1
-    assert countdowns == sorted(countdowns)
+    # Exponential from 1 s with Celery's full jitter: each wait within [0, 1 s · 2^n].
+    for countdown, ceiling in zip(countdowns, (1, 2, 4), strict=True):
+        assert -0.5 <= countdown <= ceiling + 0.5
     assert (run.stopped, run.failed) == (1, 0)
     assert Preview.objects.get(session=session).state == "stopped"
 
@@ -99,3 +99,34 @@ def test_one_failing_session_does_not_stop_the_others(worker, alice, engine_prox
     assert failed.session_id == "failing" and "could not stop" in failed.outcome_detail
     assert run.errors == [{"session": "proj-1/failing", "error": failed.outcome_detail}]
     assert engine_proxy.failed == 4  # the first try and 3 retries
+
+
+def test_a_run_finishes_only_when_every_stop_has_settled(worker, alice, engine_proxy, tmp_path):
+    idle = [
+        session_with_running_preview(alice, session_id=f"idle{n}", idle_for=td(hours=1))
+        for n in range(2)
+    ]
+    for session in idle:
+        _on_engine(session, engine_proxy.url)
+    lost = chat_session_create(alice, session_id="lost")
+    Preview.objects.create(
+        session=lost, state=PreviewState.RUNNING, engine=f"unix://{tmp_path}/gone.sock"
+    )
+    engine_proxy.hold(b"/stop")
+
+    sweep_task.delay().get(timeout=30)
+    wait_for(lambda: engine_proxy.held == 2, timeout=30, what="both stops at the engine")
+    run = CleanupRun.objects.get()
+    assert (run.found, run.pending, run.undecided, run.is_finished) == (2, 2, 1, False)
+
+    engine_proxy.let_through()
+    wait_for(lambda: CleanupRun.objects.get().stopped == 1, timeout=30, what="one stop")
+    run = CleanupRun.objects.get()
+    # One stop settled, one pending, one preview undecided: not finished yet.
+    assert (run.stopped, run.pending, run.is_finished) == (1, 1, False)
+
+    engine_proxy.let_through()
+    run = finished_run()
+    assert (run.found, run.stopped, run.skipped, run.failed, run.pending) == (2, 2, 0, 0, 0)
+    assert run.undecided == 1 and run.has_failures
+    assert run.found == run.stopped + run.skipped + run.failed + run.pending

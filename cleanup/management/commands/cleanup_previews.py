@@ -158,10 +158,19 @@ class Command(BaseCommand):
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         mode = " (dry run)" if run.dry_run else ""
+        notes = [
+            f"{count} {what}"
+            for count, what in (
+                (run.deferred, "deferred to the next sweep"),
+                (run.undecided, "could not be decided"),
+                (run.pending, "still pending"),
+            )
+            if count
+        ]
         self.stdout.write(
             f"run {run.pk}{mode}: examined {run.examined}, found {run.found}, "
             f"stopped {run.stopped}, skipped {run.skipped}, failed {run.failed} "
-            f"in {run.duration_ms} ms"
+            f"in {run.duration_ms} ms" + (f" ({', '.join(notes)})" if notes else "")
         )
         for decision in run.decisions.order_by("pk"):
             self.stdout.write(

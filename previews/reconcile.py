@@ -1,0 +1,180 @@
+"""What the engines list, and the stored previews made to agree with it.
+
+One list call per engine finds every preview container of this deployment; the rows are
+compared with it in Python and only those that disagree are written, with one UPDATE per
+kind of change. A conclusion drawn from a listing never overrides a row that changed
+after it was read (an open or stop that happened meanwhile wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import F
+from django.db.models.fields.tuple_lookups import Tuple, TupleIn
+from django.utils import timezone
+
+from chat.models import ChatSession
+from previews.engine import Container, EngineError, deployment_labels, engine
+from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
+
+logger = logging.getLogger(__name__)
+
+# A start or stop that has not finished after this long was interrupted (a worker died).
+TRANSITION_STALE_AFTER = timedelta(minutes=5)
+# Rows per UPDATE: two parameters each, well below PostgreSQL's 65,535.
+_CHUNK = 5000
+
+
+@dataclass
+class EngineListing:
+    """The preview containers of this deployment on each engine, from one list call each."""
+
+    # By (engine url, session pk); the pk is None where the label is unreadable.
+    containers: dict[tuple[str, int | None], list[Container]] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)  # engine url -> error
+    reached: list[str] = field(default_factory=list)
+
+    @property
+    def list_calls(self) -> int:
+        return len(self.reached) + len(self.unreachable)
+
+    def containers_of(self, preview: Preview) -> list[Container]:
+        """The preview's containers on its own engine."""
+        return self.containers.get((preview.engine, preview.session_id), [])
+
+
+def engines_list(engine_urls: Iterable[str]) -> EngineListing:
+    """List every engine once; an engine that fails is recorded, the others still listed."""
+    listing = EngineListing()
+    containers: dict[tuple[str, int | None], list[Container]] = defaultdict(list)
+    for url in sorted(set(engine_urls)):
+        try:
+            listed = engine(url).containers(deployment_labels())
+        except EngineError as exc:
+            logger.error("engine %s: %s", url, exc)
+            listing.unreachable[url] = str(exc)
+            continue
+        listing.reached.append(url)
+        for container in listed:
+            containers[url, container.session_pk].append(container)
+    listing.containers = dict(containers)
+    return listing
+
+
+def orphans_find(listing: EngineListing, *, known: set[int]) -> list[Container]:
+    """Containers of this deployment whose session is gone (deleted, or never known);
+    containers labelled kosuke.keep=true are never orphans. Sessions in `known` exist:
+    only the others are looked up."""
+    unknown = {pk for _url, pk in listing.containers if pk is not None and pk not in known}
+    live = known
+    if unknown:
+        live = known | set(ChatSession.objects.filter(pk__in=unknown).values_list("pk", flat=True))
+    return [
+        container
+        for (_url, session_pk), containers in listing.containers.items()
+        if session_pk not in live
+        for container in containers
+        if not container.is_kept
+    ]
+
+
+def orphan_remove(container: Container) -> None:
+    """Remove a container no session owns (stopping it first); one already gone is fine."""
+    engine(container.engine_url).remove(container.id)
+
+
+@dataclass(frozen=True)
+class _Change:
+    to: str
+    fields: dict[str, Any]
+
+
+def _change(preview: Preview, containers: list[Container], now: datetime) -> _Change | None:
+    """How the row must change to agree with `containers`, or None if it agrees.
+
+    A preview whose containers all exited is stopped (reason EXITED); one whose container
+    runs although we thought it stopped is running; a start or stop interrupted for longer
+    than TRANSITION_STALE_AFTER is settled by what the engine shows.
+    """
+    state = preview.state
+    stale = now - preview.state_changed_at > TRANSITION_STALE_AFTER
+    if any(container.is_running for container in containers):
+        if state in (PreviewState.STOPPED, PreviewState.FAILED) or (
+            stale and state in (PreviewState.STOPPING, PreviewState.STARTING)
+        ):
+            return _Change(PreviewState.RUNNING, {})
+        return None
+    if state == PreviewState.STARTING:
+        if not stale:
+            return None
+        fields = Preview.stop_fields(
+            now=now, reason=StopReason.FAILED_START, detail="the start was interrupted"
+        )
+        return _Change(PreviewState.FAILED, fields)
+    if state == PreviewState.FAILED:
+        # A failed start with nothing running is simply stopped; its reason stays.
+        return _Change(PreviewState.STOPPED, {"claim_token": ""})
+    if state == PreviewState.RUNNING or (state == PreviewState.STOPPING and stale):
+        fields = Preview.stop_fields(
+            now=now, reason=StopReason.EXITED, detail="the containers exited on their own"
+        )
+        return _Change(PreviewState.STOPPED, fields)
+    return None
+
+
+def previews_reconcile(previews: list[Preview], listing: EngineListing, *, now: datetime) -> int:
+    """Make the stored previews agree with the listing of their engines; returns how many
+    rows changed. Rows are written only where they disagree, each kind of change
+    with one UPDATE guarded by the state and its timestamp as read."""
+    groups: dict[tuple[str, str], list[Preview]] = defaultdict(list)
+    changes: dict[tuple[str, str], _Change] = {}
+    for preview in previews:
+        change = _change(preview, listing.containers_of(preview), now)
+        if change is not None:
+            groups[preview.state, change.to].append(preview)
+            changes[preview.state, change.to] = change
+    changed = 0
+    for (from_state, to), members in groups.items():
+        if to not in ALLOWED_TRANSITIONS[from_state]:
+            raise ValueError(f"a preview cannot go from {from_state} to {to}")
+        fields = changes[from_state, to].fields
+        for start in range(0, len(members), _CHUNK):
+            chunk = members[start : start + _CHUNK]
+            as_read = [(preview.pk, preview.state_changed_at) for preview in chunk]
+            count = (
+                Preview.objects.filter(state=from_state)
+                .filter(TupleIn(Tuple(F("pk"), F("state_changed_at")), as_read))
+                .update(state=to, state_changed_at=now, **fields)
+            )
+            if count == len(chunk):
+                for preview in chunk:
+                    preview.state, preview.state_changed_at = to, now
+                    for name, value in fields.items():
+                        setattr(preview, name, value)
+            else:  # someone changed some of these rows meanwhile: theirs is newer
+                _refresh(chunk)
+            changed += count
+    return changed
+
+
+def _refresh(previews: list[Preview]) -> None:
+    by_pk = {preview.pk: preview for preview in previews}
+    names = [field.attname for field in Preview._meta.concrete_fields]
+    for row in Preview.objects.filter(pk__in=list(by_pk)).values(*names):
+        for name, value in row.items():
+            setattr(by_pk[row["id"]], name, value)
+
+
+def preview_reconcile(
+    preview: Preview, containers: list[Container], *, now: datetime | None = None
+) -> Preview:
+    """Make one stored preview agree with its containers as its engine listed them."""
+    listing = EngineListing(containers={(preview.engine, preview.session_id): containers})
+    previews_reconcile([preview], listing, now=now or timezone.now())
+    return preview
