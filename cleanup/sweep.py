@@ -36,7 +36,7 @@ from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
 from kosuke.health import engine_reports_record
 from kosuke.redis_client import redis_client
-from previews.engine import LABEL_PROJECT, LABEL_SESSION, Container, EngineError, engine
+from previews.engine import Container, EngineError, engine
 from previews.models import Preview, PreviewState, StopReason
 from previews.reconcile import (
     EngineListing,
@@ -158,8 +158,8 @@ def _orphans_remove(run: CleanupRun, orphans: list[Container], now: datetime) ->
         decisions.append(
             StopDecision(
                 run=run,
-                project_id=container.labels.get(LABEL_PROJECT, "")[:64],
-                session_id=container.labels.get(LABEL_SESSION, "")[:64],
+                project_id=container.project_id[:64],
+                session_id=container.session_id[:64],
                 stop_reason=StopReason.ORPHAN,
                 reason=f"container {container.name} belongs to no session",
                 level=ActivityLevel.DISCONNECTED,

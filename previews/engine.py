@@ -62,6 +62,14 @@ class Container:
         return self.id[:12]
 
     @property
+    def project_id(self) -> str:
+        return self.labels.get(LABEL_PROJECT, "")
+
+    @property
+    def session_id(self) -> str:
+        return self.labels.get(LABEL_SESSION, "")
+
+    @property
     def session_pk(self) -> int | None:
         """The chat session this container belongs to, by its label; None if unreadable."""
         label = self.labels.get(LABEL_SESSION_PK, "")

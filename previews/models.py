@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ class StopReason(models.TextChoices):
     EXITED = "exited", "the containers exited on their own"
 
 
-# Each state change is a conditional UPDATE from one of these states (previews.services).
+# Each state change is a conditional UPDATE from one of these states (Preview.transition).
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     PreviewState.STOPPED: {PreviewState.STARTING, PreviewState.RUNNING},
     PreviewState.FAILED: {
@@ -73,6 +74,32 @@ class Preview(models.Model):
 
     def __str__(self) -> str:
         return f"preview of {self.session} ({self.state})"
+
+    def transition(
+        self,
+        *,
+        from_states: Iterable[str],
+        to: str,
+        now: datetime,
+        guard: models.Q | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move to `to` if the row is still in one of `from_states` (and matches `guard`):
+        one conditional UPDATE; False if someone else changed it first. This instance
+        follows the row."""
+        from_states = list(from_states)
+        for state in from_states:
+            if to not in ALLOWED_TRANSITIONS[state]:
+                raise ValueError(f"a preview cannot go from {state} to {to}")
+        rows = Preview.objects.filter(pk=self.pk, state__in=from_states)
+        if guard is not None:
+            rows = rows.filter(guard)
+        changed = rows.update(state=to, state_changed_at=now, **fields)
+        if changed:
+            self.state, self.state_changed_at = to, now
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(changed)
 
     @staticmethod
     def stop_fields(*, now: datetime, reason: str, detail: str) -> dict[str, Any]:

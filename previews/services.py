@@ -10,10 +10,8 @@ across a Docker call. The row says "stopped" only after the engine confirmed the
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
@@ -29,7 +27,7 @@ from previews.engine import (
     engine,
     preview_labels,
 )
-from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
+from previews.models import Preview, PreviewState, StopReason
 from previews.reconcile import preview_reconcile
 
 
@@ -69,32 +67,6 @@ class PreviewStatus:
     containers: list[Container]
 
 
-def _transition(
-    preview: Preview,
-    *,
-    from_states: Iterable[str],
-    to: str,
-    now: datetime,
-    guard: Q | None = None,
-    **fields: Any,
-) -> bool:
-    """Move `preview` to `to` if it is still in one of `from_states` (and matches `guard`);
-    False if it was not. The in-memory `preview` follows the row."""
-    from_states = list(from_states)
-    for state in from_states:
-        if to not in ALLOWED_TRANSITIONS[state]:
-            raise ValueError(f"a preview cannot go from {state} to {to}")
-    rows = Preview.objects.filter(pk=preview.pk, state__in=from_states)
-    if guard is not None:
-        rows = rows.filter(guard)
-    changed = rows.update(state=to, state_changed_at=now, **fields)
-    if changed:
-        preview.state, preview.state_changed_at = to, now
-        for name, value in fields.items():
-            setattr(preview, name, value)
-    return bool(changed)
-
-
 def _preview_for(session: ChatSession) -> Preview:
     preview, _created = Preview.objects.get_or_create(
         session=session, defaults={"engine": engine().url}
@@ -124,8 +96,7 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     activity_record(session=session, now=now)
     preview = _preview_for(session)
     was_running = preview.state == PreviewState.RUNNING
-    claimed = _transition(
-        preview,
+    claimed = preview.transition(
         from_states=[PreviewState.STOPPED, PreviewState.FAILED, PreviewState.RUNNING],
         to=PreviewState.STARTING,
         now=now,
@@ -159,16 +130,14 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
         stopped = Preview.stop_fields(
             now=now, reason=StopReason.FAILED_START, detail="the preview failed to start"
         )
-        _transition(
-            preview,
+        preview.transition(
             from_states=[PreviewState.STARTING],
             to=PreviewState.FAILED,
             now=now,
             **{**stopped, "last_error": str(exc)},
         )
         raise
-    _transition(
-        preview,
+    preview.transition(
         from_states=[PreviewState.STARTING],
         to=PreviewState.RUNNING,
         now=now,
@@ -197,8 +166,7 @@ def preview_claim_stop(
             session__busy_until=session.busy_until,
             session__idle_timeout_minutes=session.idle_timeout_minutes,
         )
-    return _transition(
-        preview,
+    return preview.transition(
         from_states=[PreviewState.RUNNING, PreviewState.FAILED],
         to=PreviewState.STOPPING,
         now=now,
@@ -211,8 +179,7 @@ def preview_release(
     preview: Preview, *, to: str, token: str, now: datetime, error: str = ""
 ) -> None:
     """Give back a stop claim: STOPPING -> `to` (RUNNING, or FAILED where it came from)."""
-    _transition(
-        preview,
+    preview.transition(
         from_states=[PreviewState.STOPPING],
         to=to,
         now=now,
@@ -256,8 +223,7 @@ def preview_stop_claimed(
     if kept_running:
         preview_release(preview, to=PreviewState.RUNNING, token=token, now=now)
         return StopOutcome.KEPT
-    _transition(
-        preview,
+    preview.transition(
         from_states=[PreviewState.STOPPING],
         to=PreviewState.STOPPED,
         now=now,

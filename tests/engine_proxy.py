@@ -24,6 +24,7 @@ class EngineProxy:
         self.path = socket_path
         self.url = f"unix://{socket_path}"
         self.failed = 0  # requests cut so far
+        self.requests: list[str] = []  # "METHOD /path" of every request seen
         self._pattern = b""
         self._failures_left = 0
         self._held_pattern = b""
@@ -80,6 +81,8 @@ class EngineProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
         try:
             while data := source.recv(65536):
+                if inspect and data.split(b" ", 1)[0] in (b"GET", b"POST", b"DELETE", b"HEAD"):
+                    self.requests.append(b" ".join(data.split(b" ", 2)[:2]).decode())
                 if inspect and self._should_fail(data):
                     break
                 if inspect and self._should_hold(data):

@@ -7,16 +7,17 @@ from datetime import timedelta as td
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from kosuke.errors import ApplicationError
 from previews.engine import Engine, EngineError, engine
 from previews.models import Preview, PreviewState, StopReason
+from previews.reconcile import EngineListing, preview_reconcile, previews_reconcile
 from previews.services import (
     StopOutcome,
     container_name,
     preview_open,
-    preview_reconcile,
     preview_status,
     preview_stop,
 )
@@ -277,3 +278,32 @@ def test_a_foreign_container_with_our_name_is_not_adopted(
 
     assert failure.value.permanent
     assert Preview.objects.get().state == PreviewState.FAILED
+
+
+def test_reconciling_many_rows_writes_each_kind_of_change_once(previews_on_docker):
+    owner = user_create("bulk")
+    sessions = [chat_session_create(owner, session_id=f"s{n}") for n in range(5)]
+    for session in sessions:
+        Preview.objects.create(session=session, state=PreviewState.RUNNING, engine=engine().url)
+    Preview.objects.filter(session=sessions[0]).update(state=PreviewState.FAILED)
+    previews = list(Preview.objects.select_related("session").order_by("pk"))
+    listing = EngineListing(containers={})  # none of them has a container any more
+
+    with CaptureQueriesContext(connection) as queries:
+        changed = previews_reconcile(previews, listing, now=timezone.now())
+
+    assert changed == 5
+    assert len(queries) == 2  # running -> stopped (exited), failed -> stopped
+    stopped = Preview.objects.filter(state=PreviewState.STOPPED)
+    assert stopped.filter(last_stop_reason=StopReason.EXITED).count() == 4
+    assert [preview.state for preview in previews] == ["stopped"] * 5
+
+
+def test_reconciling_writes_nothing_when_the_rows_agree(previews_on_docker, session):
+    preview = preview_open(session=session)
+    containers = engine().containers({"kosuke.session_pk": str(session.pk)})
+
+    with CaptureQueriesContext(connection) as queries:
+        preview_reconcile(preview, containers)
+
+    assert len(queries) == 0
