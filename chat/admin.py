@@ -103,11 +103,12 @@ class ChatSessionAdmin(admin.ModelAdmin):
         preview = getattr(session, "preview", None)
         return preview.state if preview else "-"
 
-    @admin.action(description="Stop preview now")
+    # Changing a preview's state needs the change permission, not just the view one.
+    @admin.action(description="Stop preview now", permissions=["change"])
     def stop_preview_now(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
         self._each_session(request, queryset, PreviewAction.STOP, done="stopped")
 
-    @admin.action(description="Open preview")
+    @admin.action(description="Open preview", permissions=["change"])
     def open_preview(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
         self._each_session(request, queryset, PreviewAction.OPEN, done="opened")
 

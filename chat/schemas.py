@@ -28,7 +28,10 @@ def _plausible(moment: datetime) -> datetime:
     # becomes 1 BC); nothing in this service happened before 2000 anyway.
     if moment.year < EARLIEST.year or moment < EARLIEST:
         raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-23:59 is past the last representable moment
+        raise ValueError("is too far in the future") from None
 
 
 Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]

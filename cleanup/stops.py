@@ -1,7 +1,10 @@
 """Carrying out one stop decision: decide again on the state as read, claim, stop, record.
 
-One way through, safe to repeat: a settled decision is left alone, and a stop that this
-decision claimed and did not finish (its worker died) is finished by the redelivery.
+One way through, safe to repeat: a settled decision is left alone; a stop that this
+decision claimed and did not finish is finished by whoever may take it over (a
+redelivery after its worker died, a retry, a hand-out after its task gave up, or anyone
+once the claim is older than a stop can take); a second copy of a stop that is still
+running leaves it alone.
 The normal path costs four SQL statements (read, claim, mark stopped, settle) and one
 Docker call per running container, which the sweep's listing already named.
 """
@@ -9,26 +12,19 @@ Docker call per running container, which the sweep's listing already named.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
 
 from chat.presence import sessions_last_seen
 from cleanup.decisions import Policy, Snapshot, decide
+from cleanup.handout import TAKE_OVER_AFTER, handout_clear, pending_lost_after
 from cleanup.models import StopDecision
 from cleanup.progress import progress_stop_settled
 from previews.models import PreviewState
 from previews.services import StopOutcome, preview_claim_stop, preview_stop_claimed
 
 logger = logging.getLogger(__name__)
-
-
-def pending_lost_after() -> timedelta:
-    """A stop handed out this long ago and still pending was lost with its message: longer
-    than a redelivery (the visibility timeout) plus all retries. Younger ones are under
-    way, so the session is not handed out twice."""
-    return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
 
 
 def decision_settle(
@@ -45,6 +41,7 @@ def decision_settle(
     decision.outcome, decision.outcome_detail, decision.settled_at = outcome, detail, now
     session = f"{decision.project_id}/{decision.session_id}"
     logger.info("stop %s: %s (%s)", session, outcome, detail, extra={"session": session})
+    handout_clear(decision.pk)
     progress_stop_settled(decision)
     return True
 
@@ -61,9 +58,17 @@ def decisions_settle_lost(now: datetime) -> int:
     )
 
 
-def decision_execute(*, decision_id: int, now: datetime | None = None) -> str:
-    """Carry out a pending stop decision; returns its outcome.
+UNDER_WAY = "under way"
 
+
+def decision_execute(
+    *, decision_id: int, take_over: bool = False, now: datetime | None = None
+) -> str:
+    """Carry out a pending stop decision; returns its outcome, or UNDER_WAY when another
+    copy of it holds a fresh claim (that one settles it).
+
+    `take_over`: the task that claimed before this one has ended (this is its redelivery,
+    its retry, or a hand-out after it gave up), so its claim may be taken over at once.
     Raises EngineError when the engine fails, leaving the decision pending for a retry.
     """
     now = now or timezone.now()
@@ -76,12 +81,14 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> str:
         return "missing"
     if decision.outcome != StopDecision.Outcome.PENDING:
         return decision.outcome  # a redelivered task: the first delivery settled it
-    outcome, detail = _carry_out(decision, now)
-    decision_settle(decision, outcome, detail, now=now)
-    return outcome
+    result = _carry_out(decision, take_over, now)
+    if result is None:
+        return UNDER_WAY
+    decision_settle(decision, *result, now=now)
+    return result[0]
 
 
-def _carry_out(decision: StopDecision, now: datetime) -> tuple[str, str]:
+def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[str, str] | None:
     Outcome = StopDecision.Outcome
     session = decision.chat_session
     preview = getattr(session, "preview", None) if session else None
@@ -89,9 +96,13 @@ def _carry_out(decision: StopDecision, now: datetime) -> tuple[str, str]:
         return Outcome.SKIPPED, "the session or its preview is gone"
     token = f"decision:{decision.pk}"
     reason, detail = decision.stop_reason, decision.reason
-    if not (preview.state == PreviewState.STOPPING and preview.claim_token == token):
-        # Not our own interrupted stop: decide again on the state as read, then claim it
-        # only if nothing the decision read has changed since.
+    if preview.state == PreviewState.STOPPING and preview.claim_token == token:
+        abandoned = now - preview.state_changed_at >= TAKE_OVER_AFTER
+        if not (take_over or abandoned):
+            return None  # another copy of this stop is at it
+    else:
+        # Decide again on the state as read, then claim it only if nothing the decision
+        # read has changed since.
         if preview.state == PreviewState.STOPPED:
             return _as_decision_outcome(StopOutcome.ALREADY_STOPPED)
         if preview.state in (PreviewState.STARTING, PreviewState.STOPPING):
@@ -104,6 +115,9 @@ def _carry_out(decision: StopDecision, now: datetime) -> tuple[str, str]:
         if not fresh.stop:
             return Outcome.SKIPPED, f"not stopped after all: {fresh.reason}"
         if not preview_claim_stop(preview, token=token, now=now, unchanged_since_read=True):
+            preview.refresh_from_db(fields=["state", "claim_token"])
+            if preview.claim_token == token:
+                return None  # another copy of this stop claimed it a moment ago
             return Outcome.SKIPPED, "it changed while being decided; the next sweep decides again"
         reason, detail = fresh.stop_reason, fresh.reason
     stopped = preview_stop_claimed(
@@ -123,6 +137,6 @@ def _as_decision_outcome(stop: StopOutcome) -> tuple[str, str]:
     return outcome, stop.detail
 
 
-def stop_inline(decision: StopDecision) -> None:
+def stop_inline(decision: StopDecision, *, take_over: bool = False) -> None:
     """Carry out a decision in this process, once, without a worker (a sweep's dispatch)."""
-    decision_execute(decision_id=decision.pk)
+    decision_execute(decision_id=decision.pk, take_over=take_over)

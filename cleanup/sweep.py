@@ -1,27 +1,32 @@
 """The sweep: one pass over the live previews that decides, and hands out, the stops.
 
-1. Settle the stops handed out so long ago that their message was lost.
+1. Close the runs of sweeps that died, settle the stops lost for good, and find the
+   pending stops whose message the broker lost (cleanup.handout).
 2. Read the previews that are not stopped (the partial index `preview_live`) and the
-   sessions with a stop under way (the partial index `stop_decision_pending`).
-3. List each engine once; tell the health reports what each engine showed.
+   stops under way (the partial index `stop_decision_pending`).
+3. List each engine once; tell the health reports what each engine showed. Previews
+   stored as stopped whose container runs (started outside the system) join the rest.
 4. Reconcile: write the preview rows that disagree with the listing, and only those.
 5. Decide for each preview with no stop under way (presence in one Redis round trip).
 6. Record the longest-idle `batch_size` stops as pending decisions (a dry run records
    them as such); the others are counted as deferred and decided again next time.
 7. Remove the containers no session owns, each recorded as a decision.
-8. Save the run, then hand out the pending stops.
+8. Save the run, then hand out the new stops and the ones to hand out again.
 
 Cost follows the previews that are not stopped, never the history: a constant number of
 queries, one list call per engine, one Redis round trip for presence. Only `sweep`
-writes the run; the steps return values. A Redis lock makes a second concurrent sweep a
-no-op, however many beats or workers run.
+writes the run; the steps return values. A Redis lock, renewed while the sweep runs,
+makes a second concurrent sweep a no-op however many beats or workers run, and is free
+again at most one interval after its holder died.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,6 +36,7 @@ from django.utils import timezone
 from chat.models import ActivityLevel, ChatSession
 from chat.presence import sessions_last_seen
 from cleanup.decisions import Decision, Policy, Snapshot, decide
+from cleanup.handout import ENDED, QUEUED, TAKE_OVER_AFTER, handout_states
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
@@ -44,15 +50,16 @@ from previews.reconcile import (
     orphan_remove,
     orphans_find,
     previews_reconcile,
+    sessions_running_elsewhere,
 )
 
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "cleanup:sweep-lock"
-# Longer than any sweep may run (its hard time limit), so a crashed sweep frees the lock.
-LOCK_TIMEOUT_SECONDS = 360
+DIED = "the sweep died before it finished (its worker was lost); its stops are handed out again"
 
-Dispatch = Callable[[StopDecision], None]
+# Hands a stop to whoever carries it out; `take_over` when the task before it has ended.
+Dispatch = Callable[..., None]
 
 _PREVIEW_FIELDS = ("session", "state", "state_changed_at", "engine", "started_at", "claim_token")
 _SESSION_FIELDS = (
@@ -73,21 +80,43 @@ class _Verdicts:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def _previews_live(session: ChatSession | None) -> list[Preview]:
+def _previews(*, live: bool, session_pks: set[int] | None = None) -> list[Preview]:
+    """The previews that are not stopped (`live`), or the stopped ones of `session_pks`."""
     # Only what reconciling and deciding read: thousands of rows are built per sweep.
-    previews = (
-        Preview.objects.exclude(state=PreviewState.STOPPED)
-        .select_related("session")
-        .only(*_PREVIEW_FIELDS, *(f"session__{name}" for name in _SESSION_FIELDS))
+    previews = Preview.objects.select_related("session").only(
+        *_PREVIEW_FIELDS, *(f"session__{name}" for name in _SESSION_FIELDS)
     )
-    if session is not None:
-        previews = previews.filter(session=session)
+    if live:
+        previews = previews.exclude(state=PreviewState.STOPPED)
+    else:
+        previews = previews.filter(state=PreviewState.STOPPED)
+    if session_pks is not None:
+        previews = previews.filter(session_id__in=session_pks)
     return list(previews)
 
 
-def _sessions_with_stop_under_way() -> set[int]:
-    pending = StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING)
-    return set(pending.values_list("chat_session_id", flat=True))
+def _stops_pending() -> list[StopDecision]:
+    fields = ("run_id", "chat_session_id", "project_id", "session_id", "decided_at")
+    return list(StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING).only(*fields))
+
+
+def _to_hand_out_again(
+    pending: list[StopDecision], previews: list[Preview], now: datetime
+) -> list[tuple[StopDecision, bool]]:
+    """The pending stops nothing carries out any more, each with whether its task may take
+    over the claim the last one left (see cleanup.handout)."""
+    states = handout_states(decision.pk for decision in pending)
+    claims = {p.claim_token: p for p in previews if p.state == PreviewState.STOPPING}
+    again = []
+    for decision in pending:
+        state = states[decision.pk]
+        if state == QUEUED:
+            continue
+        claimed = claims.get(f"decision:{decision.pk}")
+        if state != ENDED and claimed and now - claimed.state_changed_at < TAKE_OVER_AFTER:
+            continue  # its message is gone, but its task may still be stopping it
+        again.append((decision, state == ENDED))
+    return again
 
 
 def _decide_each(
@@ -173,6 +202,36 @@ def _orphans_remove(run: CleanupRun, orphans: list[Container], now: datetime) ->
     return decisions
 
 
+@contextmanager
+def _sweep_lock() -> Iterator[bool]:
+    """Yields whether this process holds the sweep lock. Its time to live is one interval
+    (at least 5 s), renewed every third of that while the sweep runs."""
+    ttl = max(5, settings.CLEANUP_INTERVAL_SECONDS)
+    lock = redis_client().lock(LOCK_KEY, timeout=ttl, thread_local=False)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            try:
+                lock.reacquire()
+            except Exception:  # lost it (expired, or Redis down): the sweep goes on alone
+                logger.warning("sweep: could not renew the sweep lock", exc_info=True)
+                return
+
+    renewer = threading.Thread(target=renew, name="sweep-lock", daemon=True)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        done.set()
+        renewer.join()
+        if lock.owned():
+            lock.release()
+
+
 def sweep(
     *,
     trigger: str,
@@ -187,40 +246,51 @@ def sweep(
 
     Returns the recorded run, or None when another sweep holds the lock.
     """
-    lock = redis_client().lock(LOCK_KEY, timeout=LOCK_TIMEOUT_SECONDS)
-    if not lock.acquire(blocking=False):
-        logger.info("sweep: another sweep is running; nothing to do")
-        return None
-    try:
+    with _sweep_lock() as held:
+        if not held:
+            logger.info("sweep: another sweep is running; nothing to do")
+            return None
+        now = now or timezone.now()
+        # Holding the lock, no other sweep runs: a run not swept yet belongs to a dead one.
+        died = CleanupRun.objects.filter(swept_at__isnull=True)
+        if died.update(swept_at=now, sweep_errors=[{"error": DIED}]):
+            logger.warning("sweep: closed the run(s) of a sweep that died")
         policy = Policy.from_settings(threshold_minutes=threshold_minutes)
         run = CleanupRun.objects.create(
             trigger=trigger,
             threshold_minutes=int(policy.threshold.total_seconds() // 60),
             dry_run=dry_run,
             batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
-            started_at=now or timezone.now(),
+            started_at=now,
         )
-        pending = _sweep(run, policy, session)
-    finally:
-        if lock.owned():
-            lock.release()
-    _hand_out(run, pending, dispatch)
+        new, again = _sweep(run, policy, session)
+        _hand_out(run, new, again, dispatch)
     return CleanupRun.objects.get(pk=run.pk)
 
 
-def _sweep(run: CleanupRun, policy: Policy, session: ChatSession | None) -> list[StopDecision]:
-    """Steps 1-8 but the handing out; returns the pending decisions."""
+def _sweep(
+    run: CleanupRun, policy: Policy, session: ChatSession | None
+) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]]]:
+    """Steps 1-8 but the handing out; returns the new pending decisions and the older ones
+    to hand out again."""
     clock, now = time.monotonic(), run.started_at
     progress_publish(run, "started")
     lost = decisions_settle_lost(now)
     if lost:
         logger.warning("sweep: %s stop(s) were lost and are decided again", lost)
-    previews = _previews_live(session)
-    under_way = _sessions_with_stop_under_way()
+    pending = _stops_pending()
+    session_pks = None if session is None else {session.pk}
+    previews = _previews(live=True, session_pks=session_pks)
     listing = engines_list({preview.engine for preview in previews} | {engine().url})
     engine_reports_record(reached=listing.reached, unreachable=listing.unreachable)
+    elsewhere = sessions_running_elsewhere(listing, known={p.session_id for p in previews})
+    if session is not None:
+        elsewhere &= session_pks
+    if elsewhere:  # started outside the system: the rules apply to them as well
+        previews += _previews(live=False, session_pks=elsewhere)
     reachable = [preview for preview in previews if preview.engine not in listing.unreachable]
     previews_reconcile(reachable, listing, now=now)
+    under_way = {decision.chat_session_id for decision in pending}
     verdicts = _decide_each(reachable, listing, under_way, now, policy)
     verdicts.undecided += len(previews) - len(reachable)
 
@@ -242,29 +312,38 @@ def _sweep(run: CleanupRun, policy: Policy, session: ChatSession | None) -> list
     run.swept_at = timezone.now()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     run.save()
+    again = [] if run.dry_run or session else _to_hand_out_again(pending, previews, now)
     logger.info(
-        "sweep %s: %s examined, %s to stop now, %s deferred, %s undecided, %s list call(s)",
+        "sweep %s: %s examined, %s to stop now, %s deferred, %s undecided, %s handed out "
+        "again, %s list call(s)",
         run.pk,
         run.examined,
         len(due_now),
         run.deferred,
         run.undecided,
+        len(again),
         run.engine_list_calls,
         extra={"run": run.pk},
     )
     progress_publish(run, "swept")
-    return [d for d in decisions if d.outcome == StopDecision.Outcome.PENDING]
+    new = [d for d in decisions if d.outcome == StopDecision.Outcome.PENDING]
+    return new, again
 
 
-def _hand_out(run: CleanupRun, pending: list[StopDecision], dispatch: Dispatch) -> None:
-    """Give each pending stop to `dispatch`; one that cannot be handed out fails alone."""
-    for decision in pending:
+def _hand_out(
+    run: CleanupRun,
+    new: list[StopDecision],
+    again: list[tuple[StopDecision, bool]],
+    dispatch: Dispatch,
+) -> None:
+    """Give each stop to `dispatch`; one that cannot be handed out fails alone."""
+    for decision, take_over in [*((decision, False) for decision in new), *again]:
         try:
-            dispatch(decision)
+            dispatch(decision, take_over=take_over)
         except Exception as exc:
             logger.exception(
                 "sweep: stop of %s/%s failed", decision.project_id, decision.session_id
             )
             decision_settle(decision, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-    if not pending:
+    if not new:
         progress_publish(run, "finished")

@@ -5,6 +5,7 @@ Task names are stable: queued messages refer to them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -13,32 +14,42 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from chat.models import ChatSession
+from cleanup.handout import ENDED, QUEUED, handout_mark
 from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle
 from cleanup.sweep import sweep
 from previews.engine import EngineError, PermanentEngineError
 
-# Retries wait up to 1, 2, 4 s (Celery's full jitter), far below the visibility timeout.
-STOP_RETRY_BACKOFF_MAX_SECONDS = 60
+logger = logging.getLogger(__name__)
 
 
 class StopPreviewTask(Task):
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: dict, einfo: Any) -> None:
         # Retries exhausted, a permanent error, or a time limit: the decision failed.
-        decision = StopDecision.objects.filter(pk=kwargs["decision_id"]).first()
-        if decision is not None:
-            decision_settle(decision, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+        decision_id = kwargs["decision_id"]
+        try:
+            decision = StopDecision.objects.filter(pk=decision_id).first()
+            if decision is not None:
+                detail = f"{type(exc).__name__}: {exc}"
+                decision_settle(decision, StopDecision.Outcome.FAILED, detail)
+        except (OperationalError, InterfaceError) as db_error:
+            # Nothing can record it now: say that nothing carries it out any more, so the
+            # first sweep after the database is back hands it out again (cleanup.handout).
+            logger.error("stop decision %s: failure not recorded: %s", decision_id, db_error)
+            handout_mark(decision_id, ENDED)
 
 
-def stop_enqueue(decision: StopDecision) -> None:
-    """Hand one stop decision to the workers (the sweep's dispatch)."""
+def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
+    """Hand one stop decision to the workers (the sweep's dispatch), then mark it queued."""
     stop_preview.apply_async(
         kwargs={
             "decision_id": decision.pk,
             "session": f"{decision.project_id}/{decision.session_id}",
+            "take_over": take_over,
         }
     )
+    handout_mark(decision.pk, QUEUED)
 
 
 @shared_task(
@@ -68,20 +79,26 @@ def sweep_task(
 
 
 @shared_task(
+    bind=True,
     base=StopPreviewTask,
     name="cleanup.stop_preview",
     autoretry_for=(EngineError, OperationalError, InterfaceError, redis.ConnectionError),
     dont_autoretry_for=(PermanentEngineError,),
     retry_backoff=1,
-    retry_backoff_max=STOP_RETRY_BACKOFF_MAX_SECONDS,
+    retry_backoff_max=settings.STOP_RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=True,
     max_retries=3,
-    soft_time_limit=settings.DOCKER_TIMEOUT_SECONDS + settings.PREVIEW_STOP_TIMEOUT_SECONDS + 60,
-    time_limit=settings.DOCKER_TIMEOUT_SECONDS + settings.PREVIEW_STOP_TIMEOUT_SECONDS + 90,
+    soft_time_limit=settings.STOP_TASK_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=settings.STOP_TASK_TIME_LIMIT_SECONDS,
 )
-def stop_preview(decision_id: int, session: str = "") -> str:
-    """Stop one preview as decided; `session` only labels the task for people and Sentry."""
-    return decision_execute(decision_id=decision_id)
+def stop_preview(self: Task, decision_id: int, session: str = "", take_over: bool = False) -> str:
+    """Stop one preview as decided; `session` only labels the task for people and Sentry.
+
+    A redelivery (its worker died) or a retry may take over the claim its earlier run left.
+    """
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    take_over = take_over or redelivered or self.request.retries > 0
+    return decision_execute(decision_id=decision_id, take_over=take_over)
 
 
 @shared_task(name="cleanup.prune_history", soft_time_limit=120, time_limit=150)

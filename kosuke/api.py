@@ -6,11 +6,13 @@ Every error body has the same shape: `{"error": "<what is wrong, one line>", ...
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -20,6 +22,10 @@ from chat.api import router as chat_router
 from chat.tokens import api_token_user
 from kosuke.errors import ApplicationError
 from previews.api import router as previews_router
+
+logger = logging.getLogger(__name__)
+# Seconds a client should wait before trying again when a store is down.
+RETRY_AFTER_SECONDS = 5
 
 
 class ApiTokenAuth(HttpBearer):
@@ -94,6 +100,20 @@ def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     )
 
 
+def _unavailable(request: HttpRequest, store: str, exc: Exception) -> HttpResponse:
+    """A store is down: 503 with Retry-After, and one line in the log (not a traceback)."""
+    logger.error("%s unavailable for %s %s: %s", store, request.method, request.path, exc)
+    response = _error(request, 503, f"{store} unavailable, try again shortly: {exc}".strip())
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 @api.exception_handler(redis.RedisError)
 def redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
-    return _error(request, 503, f"presence store (Redis) unavailable: {exc}")
+    return _unavailable(request, "presence store (Redis)", exc)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return _unavailable(request, "database (PostgreSQL)", exc)

@@ -135,17 +135,6 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Seconds before Redis hands an unacknowledged task to another worker. Retry delays and
-# time limits stay well below it, or a task would run twice.
-CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS,
-    # Look for messages of dead workers every quarter visibility timeout (at most each
-    # minute) rather than kombu's default of about every 100 s.
-    "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT_SECONDS // 4)),
-    "unacked_restore_throttle": 1,
-}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Results in Redis live 7 days (the source's completed-job retention); the durable
 # history of runs and decisions lives in PostgreSQL (see cleanup.history).
@@ -207,6 +196,27 @@ PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
 PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
 # Seconds the web process waits for a worker to open, inspect or stop a preview.
 PREVIEW_REQUEST_TIMEOUT_SECONDS = env.int("PREVIEW_REQUEST_TIMEOUT_SECONDS", default=60)
+
+# The stop task's time limits follow the engine's: a Docker call, plus the stop timeout.
+STOP_TASK_SOFT_TIME_LIMIT_SECONDS = DOCKER_TIMEOUT_SECONDS + PREVIEW_STOP_TIMEOUT_SECONDS + 60
+STOP_TASK_TIME_LIMIT_SECONDS = STOP_TASK_SOFT_TIME_LIMIT_SECONDS + 30
+# Stop retries wait up to 1, 2, 4 s (Celery's full jitter), never longer than this.
+STOP_RETRY_BACKOFF_MAX_SECONDS = 60
+# Seconds before Redis hands an unacknowledged task to another worker: how long the stops
+# of a worker that died wait. Derived from the stop task's hard time limit plus its
+# longest retry delay, so a stop that is still running is never handed out again.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int(
+    "CELERY_VISIBILITY_TIMEOUT_SECONDS",
+    default=STOP_TASK_TIME_LIMIT_SECONDS + STOP_RETRY_BACKOFF_MAX_SECONDS + 60,
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS,
+    # Look for messages of dead workers every quarter visibility timeout (at most each
+    # minute) rather than kombu's default of about every 100 s.
+    "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT_SECONDS // 4)),
+    "unacked_restore_throttle": 1,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 
 # Error reports go to Sentry when SENTRY_DSN is set (web, worker and beat).
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

@@ -15,6 +15,7 @@ class PreviewAdmin(admin.ModelAdmin):
         "state",
         "state_changed_at",
         "started_at",
+        "start_detail",
         "stopped_at",
         "last_stop_reason",
         "engine",

@@ -54,6 +54,8 @@ class Preview(models.Model):
     # The Docker engine URL the containers live on.
     engine = models.CharField(max_length=255)
     started_at = models.DateTimeField(null=True, blank=True)
+    # How the current (or last) run began: opened, or found running, started outside.
+    start_detail = models.CharField(max_length=255, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_stop_reason = models.CharField(max_length=16, choices=StopReason.choices, blank=True)
     # In words, for people: "stopped after 30 min without activity".

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 # A start or stop that has not finished after this long was interrupted (a worker died).
 TRANSITION_STALE_AFTER = timedelta(minutes=5)
+OUTSIDE = "found running: started outside the system"
 # Rows per UPDATE: two parameters each, well below PostgreSQL's 65,535.
 _CHUNK = 5000
 
@@ -84,6 +85,18 @@ def orphans_find(listing: EngineListing, *, known: set[int]) -> list[Container]:
     ]
 
 
+def sessions_running_elsewhere(listing: EngineListing, *, known: set[int]) -> set[int]:
+    """Sessions not in `known` (the previews read as not stopped) with a running container:
+    started outside the system, or their preview was stored as stopped by mistake."""
+    return {
+        session_pk
+        for (_url, session_pk), containers in listing.containers.items()
+        if session_pk is not None
+        and session_pk not in known
+        and any(container.is_running for container in containers)
+    }
+
+
 def orphan_remove(container: Container) -> None:
     """Remove a container no session owns (stopping it first); one already gone is fine."""
     engine(container.engine_url).remove(container.id)
@@ -105,7 +118,9 @@ def _change(preview: Preview, containers: list[Container], now: datetime) -> _Ch
     state = preview.state
     stale = now - preview.state_changed_at > TRANSITION_STALE_AFTER
     if any(container.is_running for container in containers):
-        if state in (PreviewState.STOPPED, PreviewState.FAILED) or (
+        if state == PreviewState.STOPPED:  # started behind our back: it runs from now
+            return _Change(PreviewState.RUNNING, {"started_at": now, "start_detail": OUTSIDE})
+        if state == PreviewState.FAILED or (
             stale and state in (PreviewState.STOPPING, PreviewState.STARTING)
         ):
             return _Change(PreviewState.RUNNING, {})

@@ -142,6 +142,7 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
         to=PreviewState.RUNNING,
         now=now,
         started_at=preview.started_at if was_running and preview.started_at else now,
+        start_detail=preview.start_detail if was_running else "opened",
         last_error="",
     )
     return preview

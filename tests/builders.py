@@ -67,3 +67,11 @@ def sessions_bulk_insert(owner: User, count: int, *, spread: timedelta) -> None:
             [owner.pk, spread, count, count],
         )
         cursor.execute("ANALYZE chat_chatsession")
+
+
+def test_database_url() -> str:
+    """The test database, for processes the tests start (it exists while the tests run)."""
+    db = connection.settings_dict
+    host = db["HOST"] or db["OPTIONS"].get("host", "")
+    port = f"&port={db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}{port}"

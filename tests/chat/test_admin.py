@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta as td
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from chat.models import ApiToken, ChatMessage
 from chat.tokens import api_token_user
-from tests.builders import chat_session_create
+from kosuke.redis_client import redis_client
+from previews.models import Preview
+from tests.builders import chat_session_create, user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +73,20 @@ def test_creating_a_token_in_the_admin_shows_it_once(alice, operator):
     assert len(shown) == 1 and raw_token.startswith(token.prefix)
     assert api_token_user(raw_token) == alice
     assert raw_token not in operator.get("/admin/chat/apitoken/").content.decode()
+
+
+@pytest.mark.parametrize("action", ["stop_preview_now", "open_preview"])
+def test_preview_actions_need_the_change_permission(alice, client, settings, action):
+    settings.PREVIEW_REQUEST_TIMEOUT_SECONDS = 1
+    viewer = user_create("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_chatsession"))
+    client.force_login(viewer)
+    session = chat_session_create(alice)
+
+    response = client.post(
+        CHANGELIST, {"action": action, "_selected_action": [session.pk]}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert redis_client().llen("previews") == 0  # nothing was asked of a worker
+    assert not Preview.objects.filter(session=session).exists()

@@ -44,6 +44,8 @@ BAD_REQUESTS = [
     ("post", f"{SESSION}/heartbeat", b'{"client_id": "' + b"t" * 65 + b'"}', 422, "client_id"),
     ("put", SESSION, b'{"busy_until": "0001-01-01T00:00:00+05:00"}', 422, "before 2000-01-01"),
     ("put", SESSION, b'{"last_activity_at": "1999-12-31T23:59:59Z"}', 422, "before 2000-01-01"),
+    ("put", SESSION, b'{"busy_until": "9999-12-31T23:59:59-23:59"}', 422, "too far in the future"),
+    ("put", SESSION, b'{"last_activity_at": "9999-12-31T23:00-23:59"}', 422, "too far"),
     ("get", f"{SESSIONS}?offset=99999999999999999999", None, 422, "offset"),
     ("get", "/api/projects/a%00b/chat-sessions", None, 422, "project_id"),
     ("get", f"{SESSIONS}/s%00s", None, 422, "session_id"),
@@ -87,3 +89,25 @@ def test_an_oversized_body_is_refused_with_413(alice, alice_api, settings):
     assert response.status_code == 413
     assert response.json()["error"] == "request body exceeds 1024 bytes"
     assert not ChatMessage.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_database_is_a_json_503_with_retry_after(alice, alice_api, tmp_path):
+    from django.db import connection
+
+    real = connection.settings_dict.copy()
+    connection.close()
+    # A socket folder where no PostgreSQL listens: connecting fails as when it is down.
+    connection.settings_dict.update({"HOST": str(tmp_path), "PORT": ""})
+    connection.settings_dict["OPTIONS"] = {**real["OPTIONS"], "host": str(tmp_path)}
+    try:
+        response = alice_api.post(f"{SESSION}/heartbeat", {"client_id": "tab"}, "application/json")
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(real)
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"].startswith("database (PostgreSQL) unavailable")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import subprocess
 import sys
 from datetime import timedelta as td
@@ -17,7 +19,7 @@ from cleanup.models import CleanupRun
 from kosuke.redis_client import redis_client
 from previews.engine import engine
 from previews.models import Preview
-from tests.builders import session_with_running_preview
+from tests.builders import session_with_running_preview, test_database_url
 from tests.engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.django_db
@@ -141,3 +143,33 @@ def test_help_explains_every_option():
         "--json",
     ):
         assert option in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_a_terminal_it_shows_each_stop(previews_on_docker, alice, settings):
+    idle = session_with_running_preview(alice, session_id="idle", idle_for=td(hours=1))
+    leader, follower = pty.openpty()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "DOCKER_HOST": engine().url,
+        "PREVIEW_STOP_TIMEOUT_SECONDS": "2",
+    }
+    with subprocess.Popen(
+        [sys.executable, "manage.py", "cleanup_previews"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    ) as command:
+        os.close(follower)
+        out, _ = command.communicate(timeout=120)
+    shown = b""
+    with contextlib.suppress(OSError):  # the terminal is closed once the command exits
+        while chunk := os.read(leader, 4096):
+            shown += chunk
+    os.close(leader)
+
+    assert command.returncode == 0, out
+    assert b"stopping proj-1/idle ..." in shown and b"1 stop(s) done" in shown
+    assert Preview.objects.get(session=idle).state == "stopped"

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import message_send
+from cleanup.handout import QUEUED, handout_mark
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, stop_inline
 from cleanup.sweep import LOCK_KEY, sweep
@@ -21,6 +22,15 @@ from tests.builders import chat_session_create, session_with_running_preview
 pytestmark = pytest.mark.django_db
 
 Outcome = StopDecision.Outcome
+
+
+class HandOut(list):
+    """A dispatch that records each stop it is given and marks it queued, as the real one
+    does after publishing it to the broker."""
+
+    def __call__(self, decision: StopDecision, *, take_over: bool = False) -> None:
+        self.append(decision)
+        handout_mark(decision.pk, QUEUED)
 
 
 def _state(session) -> str:
@@ -56,8 +66,8 @@ def test_it_stops_inactive_previews_and_leaves_active_ones(previews_on_docker, a
 
 def test_a_message_between_sweep_and_stop_keeps_the_preview(previews_on_docker, alice):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=45))
-    handed_out = []
-    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out.append)
+    handed_out = HandOut()
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out)
 
     message_send(session=session, content="wait, one more change")
     outcome = decision_execute(decision_id=handed_out[0].pk)
@@ -162,15 +172,16 @@ def test_a_stop_interrupted_by_a_dead_worker_is_finished_by_its_redelivery(
     previews_on_docker, alice
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    handed_out = []
-    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out.append)
+    handed_out = HandOut()
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out)
     decision = handed_out[0]
     # The first delivery claimed the preview, then its worker was killed.
     Preview.objects.filter(session=session).update(
         state=PreviewState.STOPPING, claim_token=f"decision:{decision.pk}"
     )
 
-    assert decision_execute(decision_id=decision.pk) == Outcome.STOPPED
+    # The redelivery knows its worker died, so it takes the claim over.
+    assert decision_execute(decision_id=decision.pk, take_over=True) == Outcome.STOPPED
     assert _state(session) == "stopped"
     assert decision_execute(decision_id=decision.pk) == Outcome.STOPPED  # and again: no-op
     assert CleanupRun.objects.get().stopped == 1
@@ -212,10 +223,10 @@ def test_the_admin_shows_runs_and_decisions_read_only(previews_on_docker, alice,
 
 def test_a_stop_already_handed_out_is_not_handed_out_again(previews_on_docker, alice):
     session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    handed_out = []
+    handed_out = HandOut()
 
-    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out.append)
-    second = sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out.append)
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out)
+    second = sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out)
 
     assert len(handed_out) == 1
     assert second.found == 0
@@ -223,7 +234,8 @@ def test_a_stop_already_handed_out_is_not_handed_out_again(previews_on_docker, a
 
 def test_a_stop_lost_long_ago_is_settled_as_failed_and_decided_again(previews_on_docker, alice):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=lambda decision: None)  # the message is lost
+    # The message is lost, and with it the marker that says it was queued.
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=lambda decision, take_over=False: None)
     StopDecision.objects.update(decided_at=timezone.now() - td(hours=1))
 
     sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=stop_inline)
@@ -239,8 +251,8 @@ def test_a_stop_costs_four_statements_and_no_second_listing(
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
     Preview.objects.filter(session=session).update(engine=engine_proxy.url)
-    handed_out = []
-    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out.append)
+    handed_out = HandOut()
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out)
     engine_proxy.requests.clear()
 
     with CaptureQueriesContext(connection) as queries:

@@ -16,27 +16,18 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from chat.models import ChatSession
 from cleanup.models import StopDecision
 from cleanup.tasks import sweep_task
 from previews.engine import engine
 from previews.models import Preview, PreviewState
-from tests.builders import session_with_running_preview
+from tests.builders import session_with_running_preview, test_database_url
 from tests.polling import wait_for
 from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = [sys.executable, "-m", "celery", "-A", "kosuke"]
-
-
-def _database_url() -> str:
-    """The test database, for the processes (it only exists while the tests run)."""
-    db = connection.settings_dict
-    host = db["HOST"] or db["OPTIONS"].get("host", "")
-    port = f"&port={db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}{port}"
 
 
 class Processes:
@@ -102,7 +93,7 @@ class Processes:
 def processes(transactional_db, previews_on_docker, tmp_path):
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "DOCKER_HOST": engine().url,
         "PREVIEW_IMAGE": settings.PREVIEW_IMAGE,

@@ -139,11 +139,11 @@ class Command(BaseCommand):
             return dispatch
         done = 0
 
-        def dispatch_with_progress(decision: StopDecision) -> None:
+        def dispatch_with_progress(decision: StopDecision, *, take_over: bool = False) -> None:
             nonlocal done
             sys.stderr.write(f"\rstopping {decision.project_id}/{decision.session_id} ...\033[K")
             sys.stderr.flush()
-            dispatch(decision)
+            dispatch(decision, take_over=take_over)
             done += 1
             sys.stderr.write(f"\r{done} stop(s) done\033[K")
             sys.stderr.flush()

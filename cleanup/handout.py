@@ -1,0 +1,61 @@
+"""Which handed-out stops the broker still holds: a marker per stop decision in Redis.
+
+The sweep hands a stop to the broker and then marks it `queued`, in the same Redis as the
+broker's messages. A stop task that gives up without being able to record it (the
+database was down) marks it `ended`. The marker goes when the decision settles. So for a
+decision still pending in PostgreSQL:
+- `queued`: its message is in the broker, or a worker runs it (one of a worker that died
+  comes back after the visibility timeout); nothing to do;
+- `ended`: nothing will carry it out any more; hand it out again, and its task may take
+  over the claim the last one left behind;
+- missing: Redis lost the message (a restart without persistence); hand it out again.
+  Its earlier task may still be running, so the new one takes over only a claim older
+  than a stop can take (`TAKE_OVER_AFTER`), and the sweep waits until then.
+Losing Redis loses no decision: the markers only save waiting for the lost-stop cutoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+
+from kosuke.redis_client import redis_client
+
+QUEUED, ENDED = "queued", "ended"
+# A stop task cannot run longer than its hard time limit: a claim this old is abandoned.
+TAKE_OVER_AFTER = timedelta(seconds=settings.STOP_TASK_TIME_LIMIT_SECONDS)
+
+
+def _key(decision_id: int) -> str:
+    return f"cleanup:stop:{decision_id}"
+
+
+def pending_lost_after() -> timedelta:
+    """A stop handed out this long ago and still pending was lost for good (its message and
+    its marker both gone): longer than a redelivery (the visibility timeout) plus all
+    retries. The sweep settles it as failed and decides the session afresh."""
+    return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
+
+
+def handout_mark(decision_id: int, state: str) -> None:
+    ttl = int(pending_lost_after().total_seconds())
+    redis_client().set(_key(decision_id), state, ex=ttl)
+
+
+def handout_clear(decision_id: int) -> None:
+    """The decision settled: nothing is handed out for it any more. Best effort."""
+    with contextlib.suppress(redis.RedisError):  # if not, the marker expires on its own
+        redis_client().delete(_key(decision_id))
+
+
+def handout_states(decision_ids: Iterable[int]) -> dict[int, str | None]:
+    """The marker of each decision (None: missing), in one round trip."""
+    ids = list(decision_ids)
+    if not ids:
+        return {}
+    values = redis_client().mget([_key(decision_id) for decision_id in ids])
+    return dict(zip(ids, values, strict=True))
