@@ -22,7 +22,12 @@ from cleanup.handout import TAKE_OVER_AFTER, handout_clear, pending_lost_after
 from cleanup.models import StopDecision
 from cleanup.progress import progress_stop_settled
 from previews.models import PreviewState
-from previews.services import StopOutcome, preview_claim_stop, preview_stop_claimed
+from previews.services import (
+    StopOutcome,
+    preview_claim_stop,
+    preview_containers_running,
+    preview_stop_claimed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,11 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
         return Outcome.SKIPPED, "the session or its preview is gone"
     token = f"decision:{decision.pk}"
     reason, detail = decision.stop_reason, decision.reason
+    # The sweep names the running containers; a decision without them (made before they
+    # were recorded) has them listed now rather than none stopped.
+    containers = decision.containers or [
+        {"id": c.id, "kept": c.is_kept} for c in preview_containers_running(preview)
+    ]
     if preview.state == PreviewState.STOPPING and preview.claim_token == token:
         abandoned = now - preview.state_changed_at >= TAKE_OVER_AFTER
         if not (take_over or abandoned):
@@ -109,21 +119,21 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
             return _as_decision_outcome(StopOutcome.BUSY)
         policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
         last_seen_at = sessions_last_seen([session.pk])[session.pk]
-        kept = bool(decision.containers) and all(c["kept"] for c in decision.containers)
+        kept = bool(containers) and all(c["kept"] for c in containers)
         snapshot = Snapshot.of(preview, last_seen_at=last_seen_at, kept=kept)
         fresh = decide(snapshot, now, policy)
         if not fresh.stop:
             return Outcome.SKIPPED, f"not stopped after all: {fresh.reason}"
         if not preview_claim_stop(preview, token=token, now=now, unchanged_since_read=True):
             preview.refresh_from_db(fields=["state", "claim_token"])
-            if preview.claim_token == token:
+            if preview.state == PreviewState.STOPPING and preview.claim_token == token:
                 return None  # another copy of this stop claimed it a moment ago
             return Outcome.SKIPPED, "it changed while being decided; the next sweep decides again"
         reason, detail = fresh.stop_reason, fresh.reason
     stopped = preview_stop_claimed(
         preview,
-        container_ids=[c["id"] for c in decision.containers if not c["kept"]],
-        kept_running=any(c["kept"] for c in decision.containers),
+        container_ids=[c["id"] for c in containers if not c["kept"]],
+        kept_running=any(c["kept"] for c in containers),
         reason=reason,
         detail=detail,
         token=token,

@@ -80,7 +80,9 @@ class _Verdicts:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def _previews(*, live: bool, session_pks: set[int] | None = None) -> list[Preview]:
+def _previews(
+    *, live: bool, session_pks: set[int] | None = None, changed_before: datetime | None = None
+) -> list[Preview]:
     """The previews that are not stopped (`live`), or the stopped ones of `session_pks`."""
     # Only what reconciling and deciding read: thousands of rows are built per sweep.
     previews = Preview.objects.select_related("session").only(
@@ -92,6 +94,8 @@ def _previews(*, live: bool, session_pks: set[int] | None = None) -> list[Previe
         previews = previews.filter(state=PreviewState.STOPPED)
     if session_pks is not None:
         previews = previews.filter(session_id__in=session_pks)
+    if changed_before is not None:
+        previews = previews.filter(state_changed_at__lt=changed_before)
     return list(previews)
 
 
@@ -281,13 +285,15 @@ def _sweep(
     pending = _stops_pending()
     session_pks = None if session is None else {session.pk}
     previews = _previews(live=True, session_pks=session_pks)
+    listed_at = timezone.now()
     listing = engines_list({preview.engine for preview in previews} | {engine().url})
     engine_reports_record(reached=listing.reached, unreachable=listing.unreachable)
     elsewhere = sessions_running_elsewhere(listing, known={p.session_id for p in previews})
     if session is not None:
         elsewhere &= session_pks
     if elsewhere:  # started outside the system: the rules apply to them as well
-        previews += _previews(live=False, session_pks=elsewhere)
+        # Read after the listing: a row changed since it was taken is newer than it.
+        previews += _previews(live=False, session_pks=elsewhere, changed_before=listed_at)
     reachable = [preview for preview in previews if preview.engine not in listing.unreachable]
     previews_reconcile(reachable, listing, now=now)
     under_way = {decision.chat_session_id for decision in pending}

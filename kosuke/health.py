@@ -56,12 +56,16 @@ def engine_report_now() -> None:
         engine_reports_record(reached=[current.url], unreachable={})
 
 
-def _engine_report_max_age() -> float:
-    return max(3 * settings.CLEANUP_INTERVAL_SECONDS, 180)
+def engine_report_max_age() -> float:
+    """How old the latest report may be: every sweep reports, and a hung engine makes the
+    sweep's list call fail after DOCKER_TIMEOUT_SECONDS. So /readyz says "down" within two
+    intervals plus that timeout of the engine going down or hanging, or of the workers or
+    beat stopping."""
+    return 2 * settings.CLEANUP_INTERVAL_SECONDS + settings.DOCKER_TIMEOUT_SECONDS
 
 
 def _docker() -> None:
-    max_age = _engine_report_max_age()
+    max_age = engine_report_max_age()
     reports = [json.loads(report) for report in redis_client().hgetall(ENGINE_REPORTS_KEY).values()]
     fresh = [report for report in reports if time.time() - report["at"] <= max_age]
     if not fresh:

@@ -41,7 +41,12 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     },
     PreviewState.STARTING: {PreviewState.RUNNING, PreviewState.FAILED},
     PreviewState.RUNNING: {PreviewState.STOPPING, PreviewState.STARTING, PreviewState.STOPPED},
-    PreviewState.STOPPING: {PreviewState.STOPPED, PreviewState.RUNNING, PreviewState.FAILED},
+    PreviewState.STOPPING: {
+        PreviewState.STOPPED,
+        PreviewState.RUNNING,
+        PreviewState.FAILED,
+        PreviewState.STARTING,  # activity came while it was stopping: started again
+    },
 }
 
 

@@ -123,7 +123,7 @@ def _change(preview: Preview, containers: list[Container], now: datetime) -> _Ch
         if state == PreviewState.FAILED or (
             stale and state in (PreviewState.STOPPING, PreviewState.STARTING)
         ):
-            return _Change(PreviewState.RUNNING, {})
+            return _Change(PreviewState.RUNNING, {"claim_token": ""})
         return None
     if state == PreviewState.STARTING:
         if not stale:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from chat.models import ChatSession
@@ -38,6 +38,7 @@ class StopOutcome(enum.StrEnum):
     ALREADY_STOPPED = "already_stopped"
     BUSY = "busy"  # another process is starting or stopping it right now
     KEPT = "kept"  # containers labelled kosuke.keep=true still run
+    RESTARTED = "restarted"  # stopped, then started again: activity came while it stopped
 
     @property
     def is_stopped(self) -> bool:
@@ -50,7 +51,11 @@ class StopOutcome(enum.StrEnum):
             StopOutcome.ALREADY_STOPPED: "already stopped",
             StopOutcome.BUSY: "another process is starting or stopping it",
             StopOutcome.KEPT: "kept: containers labelled kosuke.keep=true still run",
+            StopOutcome.RESTARTED: RESTARTED,
         }[self]
+
+
+RESTARTED = "stopped, then started again: there was activity while it was stopping"
 
 
 class PreviewAction(enum.StrEnum):
@@ -161,12 +166,15 @@ def preview_claim_stop(
     guard = None
     if unchanged_since_read:
         session = preview.session
-        guard = Q(
-            state_changed_at=preview.state_changed_at,
-            session__last_activity_at=session.last_activity_at,
-            session__busy_until=session.busy_until,
-            session__idle_timeout_minutes=session.idle_timeout_minutes,
+        # The session's part is an EXISTS, not a join: the UPDATE stays on the preview row
+        # alone, so PostgreSQL re-checks the state on that row if someone changed it first.
+        session_as_read = ChatSession.objects.filter(
+            pk=OuterRef("session_id"),
+            last_activity_at=session.last_activity_at,
+            busy_until=session.busy_until,
+            idle_timeout_minutes=session.idle_timeout_minutes,
         )
+        guard = Q(state_changed_at=preview.state_changed_at) & Q(Exists(session_as_read))
     return preview.transition(
         from_states=[PreviewState.RUNNING, PreviewState.FAILED],
         to=PreviewState.STOPPING,
@@ -206,15 +214,21 @@ def preview_stop_claimed(
     Docker's answer to each stop is its confirmation (stopped, or already gone). Containers
     fail independently; if any fails the claim goes back (`released_to`) and EngineError
     names every failure, so the caller may retry. With `kept_running` (containers labelled
-    kosuke.keep=true run on), the preview stays running.
+    kosuke.keep=true run on), the preview stays running. An automatic stop during which
+    the session saw activity (a message sent after the claim) starts the containers again:
+    the user who spoke gets the preview back, not a stopped one.
     """
     preview_engine = engine(preview.engine)
     failures: list[EngineError] = []
-    for container_id in container_ids:
-        try:
-            preview_engine.stop(container_id)
-        except EngineError as exc:
-            failures.append(exc)
+    try:
+        for container_id in container_ids:
+            try:
+                preview_engine.stop(container_id)
+            except EngineError as exc:
+                failures.append(exc)
+    except BaseException:  # a time limit, a shutdown: give the claim back on the way out
+        preview_release(preview, to=released_to, token=token, now=now)
+        raise
     if failures:
         errors = "; ".join(str(failure) for failure in failures)
         preview_release(preview, to=released_to, token=token, now=now, error=errors)
@@ -224,14 +238,58 @@ def preview_stop_claimed(
     if kept_running:
         preview_release(preview, to=PreviewState.RUNNING, token=token, now=now)
         return StopOutcome.KEPT
-    preview.transition(
+    guard = Q(claim_token=token)
+    if reason != StopReason.MANUAL:
+        active_since_claim = ChatSession.objects.filter(
+            pk=OuterRef("session_id"), last_activity_at__gt=preview.state_changed_at
+        )
+        guard &= ~Q(Exists(active_since_claim))
+    if preview.transition(
         from_states=[PreviewState.STOPPING],
         to=PreviewState.STOPPED,
         now=now,
-        guard=Q(claim_token=token),
+        guard=guard,
         **Preview.stop_fields(now=now, reason=reason, detail=detail),
+    ):
+        return StopOutcome.STOPPED
+    preview.refresh_from_db(fields=["state", "claim_token"])
+    if preview.state == PreviewState.STOPPING and preview.claim_token == token:
+        _restart(preview, container_ids, token=token, now=now)
+        return StopOutcome.RESTARTED
+    return StopOutcome.BUSY  # a sweep settled the claim meanwhile: someone else's now
+
+
+def _restart(preview: Preview, container_ids: list[str], *, token: str, now: datetime) -> None:
+    """Start again the containers a claimed stop just stopped (see preview_stop_claimed)."""
+    preview.transition(
+        from_states=[PreviewState.STOPPING],
+        to=PreviewState.STARTING,
+        now=now,
+        guard=Q(claim_token=token),
+        claim_token="",
     )
-    return StopOutcome.STOPPED
+    try:
+        for container_id in container_ids:
+            engine(preview.engine).start(container_id)
+    except EngineError as exc:
+        stopped = Preview.stop_fields(
+            now=now, reason=StopReason.FAILED_START, detail="the preview failed to start again"
+        )
+        preview.transition(
+            from_states=[PreviewState.STARTING],
+            to=PreviewState.FAILED,
+            now=now,
+            **{**stopped, "last_error": str(exc)},
+        )
+        raise
+    preview.transition(
+        from_states=[PreviewState.STARTING],
+        to=PreviewState.RUNNING,
+        now=now,
+        started_at=now,
+        start_detail=RESTARTED,
+        last_error="",
+    )
 
 
 def preview_stop(
@@ -254,7 +312,7 @@ def preview_stop(
             return StopOutcome.ALREADY_STOPPED
         return StopOutcome.BUSY
     try:
-        running = [c for c in engine(preview.engine).containers(_labels(session)) if c.is_running]
+        running = preview_containers_running(preview)
     except EngineError as exc:
         preview_release(preview, to=claimed_from, token=token, now=now, error=str(exc))
         raise
@@ -269,6 +327,12 @@ def preview_stop(
         now=now,
         released_to=claimed_from,
     )
+
+
+def preview_containers_running(preview: Preview) -> list[Container]:
+    """The preview's running containers, as its engine lists them now (one call)."""
+    listed = engine(preview.engine).containers(_labels(preview.session))
+    return [container for container in listed if container.is_running]
 
 
 def preview_status(*, session: ChatSession, now: datetime | None = None) -> PreviewStatus:

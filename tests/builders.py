@@ -69,7 +69,7 @@ def sessions_bulk_insert(owner: User, count: int, *, spread: timedelta) -> None:
         cursor.execute("ANALYZE chat_chatsession")
 
 
-def test_database_url() -> str:
+def database_url_for_processes() -> str:
     """The test database, for processes the tests start (it exists while the tests run)."""
     db = connection.settings_dict
     host = db["HOST"] or db["OPTIONS"].get("host", "")

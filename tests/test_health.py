@@ -122,3 +122,16 @@ def test_an_old_engine_report_does_not_count(client, settings, previews_on_docke
     monkeypatch.setattr("kosuke.health.time.time", lambda: time.monotonic() + 10**10)
 
     assert client.get("/readyz").json()["down"] == ["docker"]
+
+
+def test_an_engine_report_older_than_two_intervals_and_a_docker_timeout_does_not_count(
+    client, settings, previews_on_docker, monkeypatch
+):
+    settings.CLEANUP_INTERVAL_SECONDS, settings.DOCKER_TIMEOUT_SECONDS = 5, 3
+    engine_report_now()
+    reported_at = time.time()
+    monkeypatch.setattr("kosuke.health.time.time", lambda: reported_at + 12.5)
+    assert client.get("/readyz").json()["down"] == []
+
+    monkeypatch.setattr("kosuke.health.time.time", lambda: reported_at + 13.5)
+    assert client.get("/readyz").json()["down"] == ["docker"]

@@ -19,7 +19,7 @@ from cleanup.models import CleanupRun
 from kosuke.redis_client import redis_client
 from previews.engine import engine
 from previews.models import Preview
-from tests.builders import session_with_running_preview, test_database_url
+from tests.builders import database_url_for_processes, session_with_running_preview
 from tests.engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.django_db
@@ -151,7 +151,7 @@ def test_on_a_terminal_it_shows_each_stop(previews_on_docker, alice, settings):
     leader, follower = pty.openpty()
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url_for_processes(),
         "DOCKER_HOST": engine().url,
         "PREVIEW_STOP_TIMEOUT_SECONDS": "2",
     }

@@ -22,7 +22,7 @@ from cleanup.models import StopDecision
 from cleanup.tasks import sweep_task
 from previews.engine import engine
 from previews.models import Preview, PreviewState
-from tests.builders import session_with_running_preview, test_database_url
+from tests.builders import database_url_for_processes, session_with_running_preview
 from tests.polling import wait_for
 from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 
@@ -93,7 +93,7 @@ class Processes:
 def processes(transactional_db, previews_on_docker, tmp_path):
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url_for_processes(),
         "REDIS_URL": settings.REDIS_URL,
         "DOCKER_HOST": engine().url,
         "PREVIEW_IMAGE": settings.PREVIEW_IMAGE,

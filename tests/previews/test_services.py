@@ -307,3 +307,37 @@ def test_reconciling_writes_nothing_when_the_rows_agree(previews_on_docker, sess
         preview_reconcile(preview, containers)
 
     assert len(queries) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waiting_on_a_concurrent_change_backs_off(previews_on_docker):
+    from django.db import transaction
+
+    from previews.services import preview_claim_stop
+
+    session = chat_session_create(user_create("alice"))
+    preview_open(session=session)
+    as_read = Preview.objects.select_related("session").get()
+    changed, committed = threading.Event(), threading.Event()
+
+    def open_meanwhile():
+        try:
+            with transaction.atomic():  # an open moves it on and holds the row a moment
+                Preview.objects.filter(pk=as_read.pk).update(
+                    state=PreviewState.STARTING, state_changed_at=timezone.now()
+                )
+                changed.set()
+                committed.wait(0.5)
+        finally:
+            connection.close()
+
+    opener = threading.Thread(target=open_meanwhile)
+    opener.start()
+    assert changed.wait(10)
+    claimed = preview_claim_stop(
+        as_read, token="decision:1", now=timezone.now(), unchanged_since_read=True
+    )
+    opener.join(10)
+
+    assert not claimed
+    assert Preview.objects.get().state == PreviewState.STARTING
