@@ -42,13 +42,19 @@ class EngineProxy:
 
     def hold(self, pattern: bytes) -> None:
         with self._lock:
-            self._held_pattern = pattern
+            self._held_pattern, self._gate = pattern, threading.Semaphore(0)
 
     def let_through(self, count: int = 1) -> None:
         self._gate.release(count)
 
+    def hold_no_more(self) -> None:
+        """Stop holding; every request waiting at the hold goes on."""
+        with self._lock:
+            self._held_pattern, gate = b"", self._gate
+        gate.release(10**6)
+
     def close(self) -> None:
-        self._gate.release(1000)  # nothing stays stuck at the hold
+        self.hold_no_more()  # nothing stays stuck at the hold
         self._server.close()
         os.unlink(self.path)
 
@@ -60,12 +66,12 @@ class EngineProxy:
                 return True
             return False
 
-    def _should_hold(self, request: bytes) -> bool:
+    def _should_hold(self, request: bytes) -> threading.Semaphore | None:
         with self._lock:
             if self._held_pattern and self._held_pattern in request[:512]:
                 self.held += 1
-                return True
-            return False
+                return self._gate
+            return None
 
     def _accept(self) -> None:
         while True:
@@ -85,8 +91,8 @@ class EngineProxy:
                     self.requests.append(b" ".join(data.split(b" ", 2)[:2]).decode())
                 if inspect and self._should_fail(data):
                     break
-                if inspect and self._should_hold(data):
-                    self._gate.acquire()
+                if inspect and (gate := self._should_hold(data)):
+                    gate.acquire()
                 sink.sendall(data)
         except OSError:
             pass
