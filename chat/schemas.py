@@ -6,12 +6,19 @@ so a client mistake is an error that names the field rather than a silent guess.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from django.utils import timezone
 from ninja import Path, Schema
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+)
 
 from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession, activity_level
 
@@ -20,23 +27,19 @@ NO_NUL = r"^[^\x00]*$"
 Identifier = Annotated[StrictStr, Field(pattern=IDENTIFIER_PATTERN)]
 # A project or session id in a URL: anything else is refused before it reaches a query.
 PathId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def _plausible(moment: datetime) -> datetime:
-    # PostgreSQL accepts dates it cannot hand back to Python (year 1 in another time zone
-    # becomes 1 BC); nothing in this service happened before 2000 anyway.
-    if moment.year < EARLIEST.year or moment < EARLIEST:
-        raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:59-23:59 is past the last representable moment
-        raise ValueError("is too far in the future") from None
-
-
-Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+# A time with its offset; how far back or ahead is the services' call (chat.services).
+Moment = AwareDatetime
 Title = Annotated[StrictStr, Field(max_length=200, pattern=NO_NUL)]
-IdleTimeout = Annotated[StrictInt, Field(ge=1, le=IDLE_TIMEOUT_MAX_MINUTES)]
+
+
+def _integral(value: object) -> object:
+    # JSON has one number type: 30.0 is the integer 30 (but "30" stays a string).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+IdleTimeout = Annotated[
+    Annotated[StrictInt, Field(ge=1, le=IDLE_TIMEOUT_MAX_MINUTES)], BeforeValidator(_integral)
+]
 MESSAGE_MAX_CHARS = 100_000
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +14,26 @@ from django.utils import timezone
 
 from chat.models import ChatMessage, ChatSession
 from kosuke.errors import ApplicationError
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def moment_checked(moment: datetime, *, name: str) -> datetime:
+    """`moment` in UTC, or a refusal (400) when it is before 2000 or past the year 9999.
+
+    PostgreSQL accepts dates it cannot hand back to Python (year 1 in another time zone
+    becomes 1 BC), and nothing in this service happened before 2000.
+    """
+    too_early = ApplicationError(f"{name} must not be before {EARLIEST:%Y-%m-%d}")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # past either end of what a datetime can hold, once in UTC
+        if moment.year < EARLIEST.year:
+            raise too_early from None
+        raise ApplicationError(f"{name} is too far in the future") from None
+    if moment < EARLIEST:
+        raise too_early
+    return moment
 
 
 def activity_record(
@@ -76,6 +96,10 @@ def session_update(
     changes nothing.
     """
     now = now or timezone.now()
+    data = dict(data)
+    for name in ("busy_until", "last_activity_at"):
+        if data.get(name) is not None:
+            data[name] = moment_checked(data[name], name=name)
     busy_until = data.get("busy_until")
     keepalive_limit = now + timedelta(hours=settings.KEEPALIVE_MAX_HOURS)
     if busy_until is not None and busy_until > keepalive_limit:

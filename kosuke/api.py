@@ -44,7 +44,52 @@ class BrowserSessionAuth(SessionAuth):
         return super()._get_key(request)
 
 
-api = NinjaAPI(
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, in one line"},
+        "detail": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["error"],
+}
+# Every answer a route may give besides its own, described once (see KosukeAPI).
+ERRORS_EVERYWHERE = {
+    "400": "Refused: well formed, but not allowed (e.g. a keep-alive too far ahead), or not JSON",
+    "401": "No valid session or bearer token",
+    "404": "No such session of yours",
+    "413": "The request body is too big",
+    "422": "Invalid input: the message names each field",
+    "503": "A store (PostgreSQL, Redis) or the workers are unavailable; see Retry-After",
+}
+ERRORS_BY_PATH = {
+    "/preview": {
+        "409": "The preview is being started or stopped right now",
+        "502": "The Docker engine refused for good (e.g. a missing image)",
+    },
+    "/chat-sessions": {"409": "A session with this id exists already"},
+}
+
+
+class KosukeAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """The schema, with the error answers every route can give and their one body."""
+        schema = super().get_openapi_schema(**kwargs)
+        schema["components"]["schemas"]["Error"] = ERROR_SCHEMA
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, operations in schema["paths"].items():
+            errors = dict(ERRORS_EVERYWHERE)
+            for ending, extra in ERRORS_BY_PATH.items():
+                if path.endswith(ending):
+                    errors |= extra
+            for operation in operations.values():
+                for status, description in errors.items():
+                    operation["responses"].setdefault(
+                        status, {"description": description, "content": body}
+                    )
+        return schema
+
+
+api = KosukeAPI(
     title="Kosuke preview cleanup API",
     version="1",
     auth=[ApiTokenAuth(), BrowserSessionAuth()],
