@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
 
+from cleanup.models import StopDecision
 from kosuke.redis_client import redis_client
+from previews.models import Preview, PreviewState
 
 QUEUED, ENDED = "queued", "ended"
 # A stop task cannot run longer than its hard time limit: a claim this old is abandoned.
@@ -59,3 +61,22 @@ def handout_states(decision_ids: Iterable[int]) -> dict[int, str | None]:
         return {}
     values = redis_client().mget([_key(decision_id) for decision_id in ids])
     return dict(zip(ids, values, strict=True))
+
+
+def stops_to_hand_out_again(
+    pending: list[StopDecision], previews: list[Preview], now: datetime
+) -> list[tuple[StopDecision, bool]]:
+    """The pending stops nothing carries out any more, each with whether its task may take
+    over the claim the last one left (see cleanup.handout)."""
+    states = handout_states(decision.pk for decision in pending)
+    claims = {p.claim_token: p for p in previews if p.state == PreviewState.STOPPING}
+    again = []
+    for decision in pending:
+        state = states[decision.pk]
+        if state == QUEUED:
+            continue
+        claimed = claims.get(f"decision:{decision.pk}")
+        if state != ENDED and claimed and now - claimed.state_changed_at < TAKE_OVER_AFTER:
+            continue  # its message is gone, but its task may still be stopping it
+        again.append((decision, state == ENDED))
+    return again

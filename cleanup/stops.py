@@ -21,13 +21,13 @@ from cleanup.decisions import Policy, Snapshot, decide
 from cleanup.handout import TAKE_OVER_AFTER, handout_clear, pending_lost_after
 from cleanup.models import StopDecision
 from cleanup.progress import progress_stop_settled
-from previews.models import PreviewState
-from previews.services import (
+from previews.lifecycle import (
     StopOutcome,
     preview_claim_stop,
     preview_containers_running,
     preview_stop_claimed,
 )
+from previews.models import PreviewState
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,8 @@ again at most one interval after its holder died.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -36,12 +34,12 @@ from django.utils import timezone
 from chat.models import ActivityLevel, ChatSession
 from chat.presence import sessions_last_seen
 from cleanup.decisions import Decision, Policy, Snapshot, decide
-from cleanup.handout import ENDED, QUEUED, TAKE_OVER_AFTER, handout_states
+from cleanup.handout import stops_to_hand_out_again
+from cleanup.lock import sweep_lock
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
 from kosuke.health import engine_reports_record
-from kosuke.redis_client import redis_client
 from previews.engine import Container, EngineError, engine
 from previews.models import Preview, PreviewState, StopReason
 from previews.reconcile import (
@@ -55,7 +53,6 @@ from previews.reconcile import (
 
 logger = logging.getLogger(__name__)
 
-LOCK_KEY = "cleanup:sweep-lock"
 DIED = "the sweep died before it finished (its worker was lost); its stops are handed out again"
 
 # Hands a stop to whoever carries it out; `take_over` when the task before it has ended.
@@ -102,25 +99,6 @@ def _previews(
 def _stops_pending() -> list[StopDecision]:
     fields = ("run_id", "chat_session_id", "project_id", "session_id", "decided_at")
     return list(StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING).only(*fields))
-
-
-def _to_hand_out_again(
-    pending: list[StopDecision], previews: list[Preview], now: datetime
-) -> list[tuple[StopDecision, bool]]:
-    """The pending stops nothing carries out any more, each with whether its task may take
-    over the claim the last one left (see cleanup.handout)."""
-    states = handout_states(decision.pk for decision in pending)
-    claims = {p.claim_token: p for p in previews if p.state == PreviewState.STOPPING}
-    again = []
-    for decision in pending:
-        state = states[decision.pk]
-        if state == QUEUED:
-            continue
-        claimed = claims.get(f"decision:{decision.pk}")
-        if state != ENDED and claimed and now - claimed.state_changed_at < TAKE_OVER_AFTER:
-            continue  # its message is gone, but its task may still be stopping it
-        again.append((decision, state == ENDED))
-    return again
 
 
 def _decide_each(
@@ -206,36 +184,6 @@ def _orphans_remove(run: CleanupRun, orphans: list[Container], now: datetime) ->
     return decisions
 
 
-@contextmanager
-def _sweep_lock() -> Iterator[bool]:
-    """Yields whether this process holds the sweep lock. Its time to live is one interval
-    (at least 5 s), renewed every third of that while the sweep runs."""
-    ttl = max(5, settings.CLEANUP_INTERVAL_SECONDS)
-    lock = redis_client().lock(LOCK_KEY, timeout=ttl, thread_local=False)
-    if not lock.acquire(blocking=False):
-        yield False
-        return
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(ttl / 3):
-            try:
-                lock.reacquire()
-            except Exception:  # lost it (expired, or Redis down): the sweep goes on alone
-                logger.warning("sweep: could not renew the sweep lock", exc_info=True)
-                return
-
-    renewer = threading.Thread(target=renew, name="sweep-lock", daemon=True)
-    renewer.start()
-    try:
-        yield True
-    finally:
-        done.set()
-        renewer.join()
-        if lock.owned():
-            lock.release()
-
-
 def sweep(
     *,
     trigger: str,
@@ -250,7 +198,7 @@ def sweep(
 
     Returns the recorded run, or None when another sweep holds the lock.
     """
-    with _sweep_lock() as held:
+    with sweep_lock() as held:
         if not held:
             logger.info("sweep: another sweep is running; nothing to do")
             return None
@@ -318,7 +266,7 @@ def _sweep(
     run.swept_at = timezone.now()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     run.save()
-    again = [] if run.dry_run or session else _to_hand_out_again(pending, previews, now)
+    again = [] if run.dry_run or session else stops_to_hand_out_again(pending, previews, now)
     logger.info(
         "sweep %s: %s examined, %s to stop now, %s deferred, %s undecided, %s handed out "
         "again, %s list call(s)",

@@ -12,13 +12,14 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup.handout import ENDED, QUEUED, TAKE_OVER_AFTER, handout_mark, handout_states
+from cleanup.lock import LOCK_KEY
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import UNDER_WAY, decision_execute
-from cleanup.sweep import DIED, LOCK_KEY, sweep
+from cleanup.sweep import DIED, sweep
 from kosuke.redis_client import redis_client
+from previews.lifecycle import RESTARTED
 from previews.models import Preview, PreviewState
 from previews.reconcile import OUTSIDE
-from previews.services import RESTARTED
 from tests.builders import session_with_running_preview
 from tests.polling import wait_for
 

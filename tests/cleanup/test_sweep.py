@@ -12,9 +12,10 @@ from django.utils import timezone
 from chat.models import ChatSession
 from chat.services import message_send
 from cleanup.handout import QUEUED, handout_mark
+from cleanup.lock import LOCK_KEY
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, stop_inline
-from cleanup.sweep import LOCK_KEY, sweep
+from cleanup.sweep import sweep
 from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
 from tests.builders import chat_session_create, session_with_running_preview

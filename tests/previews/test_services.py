@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from kosuke.errors import ApplicationError
 from previews.engine import Engine, EngineError, engine
+from previews.lifecycle import StopOutcome
 from previews.models import Preview, PreviewState, StopReason
 from previews.reconcile import EngineListing, preview_reconcile, previews_reconcile
 from previews.services import (
-    StopOutcome,
     container_name,
     preview_open,
     preview_status,
@@ -313,7 +313,7 @@ def test_reconciling_writes_nothing_when_the_rows_agree(previews_on_docker, sess
 def test_a_claim_waiting_on_a_concurrent_change_backs_off(previews_on_docker):
     from django.db import transaction
 
-    from previews.services import preview_claim_stop
+    from previews.lifecycle import preview_claim_stop
 
     session = chat_session_create(user_create("alice"))
     preview_open(session=session)
