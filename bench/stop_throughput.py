@@ -8,7 +8,8 @@ the busybox test image, opens the previews once, then each round makes all of th
 running and idle and times, until every container has stopped:
 - plain loop: the source design's cleanup (one query for the idle sessions; per session:
   read it again, list its containers by label, stop each), Docker SDK calls only;
-- sweep, inline: `python manage.py cleanup_previews` (sweep, then each stop in turn);
+- sweep, command: `python manage.py cleanup_previews` (sweep, then the stops in this
+  process, 4 at a time as by default);
 - sweep, worker: the beat path (sweep task, stop tasks on an in-process Celery worker
   with N threads), until the database says every preview is stopped.
 """
@@ -94,7 +95,12 @@ def main() -> None:
                 client.stop(summary["Id"], timeout=settings.PREVIEW_STOP_TIMEOUT_SECONDS)
 
     def sweep_inline() -> None:
-        sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline, batch_size=args.previews)
+        sweep(
+            trigger=CleanupRun.Trigger.COMMAND,
+            dispatch=stop_inline,
+            batch_size=args.previews,
+            concurrency=4,  # the command's default
+        )
 
     def sweep_on_worker() -> None:
         sweep_task.delay(batch_size=args.previews).get(timeout=120)
@@ -106,7 +112,7 @@ def main() -> None:
 
     methods = {
         "plain loop (source design)": plain_loop,
-        "sweep, inline (command)": sweep_inline,
+        "sweep, command (4 at a time)": sweep_inline,
         f"sweep, worker (-c {args.concurrency})": sweep_on_worker,
     }
     timings: dict[str, list[float]] = {name: [] for name in methods}

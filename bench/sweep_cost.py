@@ -130,8 +130,8 @@ def _history_insert(connection, owner_pk: int, count: int) -> None:
                 SELECT %s, 'old', 'h' || n, '', now(), now(), now() - interval '30 days'
                 FROM generate_series(1, %s) AS n RETURNING id)
             INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
-                last_stop_reason, last_stop_detail, last_error, claim_token)
-            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '' FROM s
+                last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
+            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '', '' FROM s
             """,
             [owner_pk, count],
         )
@@ -148,9 +148,9 @@ def _live_add(connection, fake, owner_pk: int, start: int, end: int, preview_lab
                 SELECT %s, 'live', 's' || n, '', now(), now(), now()
                 FROM generate_series(%s, %s) AS n RETURNING id, session_id)
             INSERT INTO previews_preview (session_id, state, state_changed_at, started_at,
-                engine, last_stop_reason, last_stop_detail, last_error, claim_token)
+                engine, last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
             SELECT id, 'running', now() - interval '3 hours', now() - interval '3 hours',
-                %s, '', '', '', '' FROM s
+                %s, '', '', '', '', 'opened' FROM s
             RETURNING session_id
             """,
             [owner_pk, start + 1, end, fake.url],

@@ -25,10 +25,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from chat.models import ActivityLevel, ChatSession
@@ -193,8 +195,10 @@ def sweep(
     dry_run: bool = False,
     session: ChatSession | None = None,
     now: datetime | None = None,
+    concurrency: int = 1,
 ) -> CleanupRun | None:
-    """Decide for every live preview (or one `session`'s) and hand each stop to `dispatch`.
+    """Decide for every live preview (or one `session`'s) and hand each stop to `dispatch`
+    (`concurrency` at a time; the lock is held until every one returned).
 
     Returns the recorded run, or None when another sweep holds the lock.
     """
@@ -216,7 +220,7 @@ def sweep(
             started_at=now,
         )
         new, again = _sweep(run, policy, session)
-        _hand_out(run, new, again, dispatch)
+        _hand_out(run, new, again, dispatch, concurrency)
     return CleanupRun.objects.get(pk=run.pk)
 
 
@@ -289,9 +293,12 @@ def _hand_out(
     new: list[StopDecision],
     again: list[tuple[StopDecision, bool]],
     dispatch: Dispatch,
+    concurrency: int,
 ) -> None:
-    """Give each stop to `dispatch`; one that cannot be handed out fails alone."""
-    for decision, take_over in [*((decision, False) for decision in new), *again]:
+    """Give each stop to `dispatch`, `concurrency` at a time (a dispatch that stops in
+    this process waits on the engine); one that cannot be handed out fails alone."""
+
+    def hand_out(decision: StopDecision, take_over: bool) -> None:
         try:
             dispatch(decision, take_over=take_over)
         except Exception as exc:
@@ -299,5 +306,19 @@ def _hand_out(
                 "sweep: stop of %s/%s failed", decision.project_id, decision.session_id
             )
             decision_settle(decision, StopDecision.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+
+    def hand_out_in_thread(decision: StopDecision, take_over: bool) -> None:
+        try:
+            hand_out(decision, take_over)
+        finally:
+            connection.close()  # the thread's own connection
+
+    stops = [*((decision, False) for decision in new), *again]
+    if concurrency > 1 and len(stops) > 1:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="stop") as pool:
+            list(pool.map(lambda stop: hand_out_in_thread(*stop), stops))
+    else:
+        for decision, take_over in stops:
+            hand_out(decision, take_over)
     if not new:
         progress_publish(run, "finished")

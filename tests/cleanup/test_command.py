@@ -141,6 +141,7 @@ def test_help_explains_every_option():
         "--session",
         "--enqueue",
         "--json",
+        "--concurrency",
     ):
         assert option in result.stdout
 
@@ -173,3 +174,16 @@ def test_on_a_terminal_it_shows_each_stop(previews_on_docker, alice, settings):
     assert command.returncode == 0, out
     assert b"stopping proj-1/idle ..." in shown and b"1 stop(s) done" in shown
     assert Preview.objects.get(session=idle).state == "stopped"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stops_several_previews_at_a_time(previews_on_docker, alice):
+    sessions = [
+        session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=1))
+        for n in range(3)
+    ]
+
+    summary = json.loads(_cleanup("--json", "--concurrency", "3"))
+
+    assert (summary["found"], summary["stopped"], summary["failed"]) == (3, 3, 0)
+    assert [Preview.objects.get(session=s).state for s in sessions] == ["stopped"] * 3

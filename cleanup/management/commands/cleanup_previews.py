@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from argparse import ArgumentTypeError
 from typing import Any, NoReturn
 
@@ -72,6 +73,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--owner", metavar="USERNAME", help="the owner of --session")
         parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=4,
+            metavar="N",
+            help="stop up to N previews at a time in this process (default 4; a stop mostly "
+            "waits on the Docker engine)",
+        )
+        parser.add_argument(
             "--enqueue",
             action="store_true",
             help="hand the sweep to the Celery workers and return at once, instead of "
@@ -93,6 +102,7 @@ class Command(BaseCommand):
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
             session=session,
+            concurrency=options["concurrency"],
         )
         if run is None:
             raise CommandError("another sweep is running right now; try again in a moment")
@@ -137,16 +147,19 @@ class Command(BaseCommand):
         """Show each stop as it happens when a person watches the terminal."""
         if quiet or not sys.stderr.isatty():
             return dispatch
-        done = 0
+        done, lock = 0, threading.Lock()  # stops run in several threads
 
         def dispatch_with_progress(decision: StopDecision, *, take_over: bool = False) -> None:
             nonlocal done
-            sys.stderr.write(f"\rstopping {decision.project_id}/{decision.session_id} ...\033[K")
-            sys.stderr.flush()
+            with lock:
+                line = f"stopping {decision.project_id}/{decision.session_id} ..."
+                sys.stderr.write(f"\r{line}\033[K")
+                sys.stderr.flush()
             dispatch(decision, take_over=take_over)
-            done += 1
-            sys.stderr.write(f"\r{done} stop(s) done\033[K")
-            sys.stderr.flush()
+            with lock:
+                done += 1
+                sys.stderr.write(f"\r{done} stop(s) done\033[K")
+                sys.stderr.flush()
 
         return dispatch_with_progress
 
