@@ -32,6 +32,11 @@ QUEUED, ENDED = "queued", "ended"
 TAKE_OVER_AFTER = timedelta(seconds=settings.STOP_TASK_TIME_LIMIT_SECONDS)
 
 
+def claim_prefix(decision_id: int) -> str:
+    """How the claim tokens of a decision's attempts begin (each attempt adds its own)."""
+    return f"decision:{decision_id}:"
+
+
 def _key(decision_id: int) -> str:
     return f"cleanup:stop:{decision_id}"
 
@@ -69,13 +74,17 @@ def stops_to_hand_out_again(
     """The pending stops nothing carries out any more, each with whether its task may take
     over the claim the last one left (see cleanup.handout)."""
     states = handout_states(decision.pk for decision in pending)
-    claims = {p.claim_token: p for p in previews if p.state == PreviewState.STOPPING}
+    claims = {
+        p.claim_token.rsplit(":", 1)[0] + ":": p
+        for p in previews
+        if p.state == PreviewState.STOPPING and p.claim_token.startswith("decision:")
+    }
     again = []
     for decision in pending:
         state = states[decision.pk]
         if state == QUEUED:
             continue
-        claimed = claims.get(f"decision:{decision.pk}")
+        claimed = claims.get(claim_prefix(decision.pk))
         if state != ENDED and claimed and now - claimed.state_changed_at < TAKE_OVER_AFTER:
             continue  # its message is gone, but its task may still be stopping it
         again.append((decision, state == ENDED))

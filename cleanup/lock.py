@@ -6,8 +6,10 @@ sweep runs, so it is free again at most one interval after its holder died.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,30 +21,42 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = "cleanup:sweep-lock"
 
 
-@contextmanager
-def sweep_lock() -> Iterator[bool]:
-    """Yields whether this process holds the sweep lock (released on the way out)."""
-    ttl = max(5, settings.CLEANUP_INTERVAL_SECONDS)
-    lock = redis_client().lock(LOCK_KEY, timeout=ttl, thread_local=False)
-    if not lock.acquire(blocking=False):
-        yield False
-        return
-    done = threading.Event()
+class SweepLock:
+    """Held while the sweep runs. `lost` is set when it could not be renewed within its
+    time to live: another sweep may run now, so this one must not write its decisions."""
 
-    def renew() -> None:
-        while not done.wait(ttl / 3):
+    def __init__(self) -> None:
+        self.ttl = max(5, settings.CLEANUP_INTERVAL_SECONDS)
+        self.lost = threading.Event()
+        self._lock = redis_client().lock(LOCK_KEY, timeout=self.ttl, thread_local=False)
+        self._done = threading.Event()
+
+    def _renew(self) -> None:
+        renewed = time.monotonic()
+        while not self._done.wait(self.ttl / 3):
             try:
-                lock.reacquire()
-            except Exception:  # lost it (expired, or Redis down): the sweep goes on alone
-                logger.warning("sweep: could not renew the sweep lock", exc_info=True)
-                return
+                self._lock.reacquire()
+                renewed = time.monotonic()
+            except Exception:  # Redis away, or the lock expired and went
+                if time.monotonic() - renewed >= self.ttl:
+                    logger.warning("sweep: lost the sweep lock", exc_info=True)
+                    self.lost.set()
+                    return
 
-    renewer = threading.Thread(target=renew, name="sweep-lock", daemon=True)
+
+@contextmanager
+def sweep_lock() -> Iterator[SweepLock | None]:
+    """Yields the held lock, or None when another sweep holds it; released on the way out."""
+    held = SweepLock()
+    if not held._lock.acquire(blocking=False):
+        yield None
+        return
+    renewer = threading.Thread(target=held._renew, name="sweep-lock", daemon=True)
     renewer.start()
     try:
-        yield True
+        yield held
     finally:
-        done.set()
+        held._done.set()
         renewer.join()
-        if lock.owned():
-            lock.release()
+        with contextlib.suppress(Exception):  # expired, or Redis away: it frees itself
+            held._lock.release()

@@ -12,13 +12,14 @@ Docker call per running container, which the sweep's listing already named.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 
 from django.utils import timezone
 
 from chat.presence import sessions_last_seen
 from cleanup.decisions import Policy, Snapshot, decide
-from cleanup.handout import TAKE_OVER_AFTER, handout_clear, pending_lost_after
+from cleanup.handout import TAKE_OVER_AFTER, claim_prefix, handout_clear, pending_lost_after
 from cleanup.models import StopDecision
 from cleanup.progress import progress_stop_settled
 from previews.lifecycle import (
@@ -26,6 +27,7 @@ from previews.lifecycle import (
     preview_claim_stop,
     preview_containers_running,
     preview_stop_claimed,
+    preview_take_over,
 )
 from previews.models import PreviewState
 
@@ -88,6 +90,9 @@ def decision_execute(
         return decision.outcome  # a redelivered task: the first delivery settled it
     result = _carry_out(decision, take_over, now)
     if result is None:
+        # Whoever holds the claim settles it; should it die, its claim ages until anyone
+        # may take it over, and without a marker the sweep hands this out again then.
+        handout_clear(decision.pk)
         return UNDER_WAY
     decision_settle(decision, *result, now=now)
     return result[0]
@@ -99,16 +104,19 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
     preview = getattr(session, "preview", None) if session else None
     if preview is None:
         return Outcome.SKIPPED, "the session or its preview is gone"
-    token = f"decision:{decision.pk}"
+    # Each attempt claims with a token of its own: of two copies of one stop, only the
+    # one whose conditional UPDATE lands may act (and release, or mark stopped).
+    prefix = claim_prefix(decision.pk)
+    token = f"{prefix}{uuid.uuid4().hex[:16]}"
     reason, detail = decision.stop_reason, decision.reason
     # The sweep names the running containers; a decision without them (made before they
     # were recorded) has them listed now rather than none stopped.
     containers = decision.containers or [
         {"id": c.id, "kept": c.is_kept} for c in preview_containers_running(preview)
     ]
-    if preview.state == PreviewState.STOPPING and preview.claim_token == token:
+    if preview.state == PreviewState.STOPPING and preview.claim_token.startswith(prefix):
         abandoned = now - preview.state_changed_at >= TAKE_OVER_AFTER
-        if not (take_over or abandoned):
+        if not (take_over or abandoned) or not preview_take_over(preview, token=token, now=now):
             return None  # another copy of this stop is at it
     else:
         # Decide again on the state as read, then claim it only if nothing the decision
@@ -126,7 +134,7 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
             return Outcome.SKIPPED, f"not stopped after all: {fresh.reason}"
         if not preview_claim_stop(preview, token=token, now=now, unchanged_since_read=True):
             preview.refresh_from_db(fields=["state", "claim_token"])
-            if preview.state == PreviewState.STOPPING and preview.claim_token == token:
+            if preview.state == PreviewState.STOPPING and preview.claim_token.startswith(prefix):
                 return None  # another copy of this stop claimed it a moment ago
             return Outcome.SKIPPED, "it changed while being decided; the next sweep decides again"
         reason, detail = fresh.stop_reason, fresh.reason

@@ -23,11 +23,12 @@ again at most one interval after its holder died.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -55,6 +56,8 @@ from previews.reconcile import (
 
 logger = logging.getLogger(__name__)
 
+# A sweep task's hard time limit (cleanup.tasks): no sweep runs longer.
+SWEEP_TIME_LIMIT = 330
 DIED = "the sweep died before it finished (its worker was lost); its stops are handed out again"
 
 # Hands a stop to whoever carries it out; `take_over` when the task before it has ended.
@@ -203,12 +206,15 @@ def sweep(
     Returns the recorded run, or None when another sweep holds the lock.
     """
     with sweep_lock() as held:
-        if not held:
+        if held is None:
             logger.info("sweep: another sweep is running; nothing to do")
             return None
         now = now or timezone.now()
-        # Holding the lock, no other sweep runs: a run not swept yet belongs to a dead one.
-        died = CleanupRun.objects.filter(swept_at__isnull=True)
+        # Holding the lock, no other sweep runs: a run not swept that started longer ago
+        # than a sweep may take belongs to one that died.
+        died = CleanupRun.objects.filter(
+            swept_at__isnull=True, started_at__lt=now - timedelta(seconds=SWEEP_TIME_LIMIT)
+        )
         if died.update(swept_at=now, sweep_errors=[{"error": DIED}]):
             logger.warning("sweep: closed the run(s) of a sweep that died")
         policy = Policy.from_settings(threshold_minutes=threshold_minutes)
@@ -219,13 +225,13 @@ def sweep(
             batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
             started_at=now,
         )
-        new, again = _sweep(run, policy, session)
+        new, again = _sweep(run, policy, session, held.lost)
         _hand_out(run, new, again, dispatch, concurrency)
     return CleanupRun.objects.get(pk=run.pk)
 
 
 def _sweep(
-    run: CleanupRun, policy: Policy, session: ChatSession | None
+    run: CleanupRun, policy: Policy, session: ChatSession | None, lock_lost: threading.Event
 ) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]]]:
     """Steps 1-8 but the handing out; returns the new pending decisions and the older ones
     to hand out again."""
@@ -257,6 +263,8 @@ def _sweep(
     if session is None:
         known = {preview.session_id for preview in previews}
         decisions += _orphans_remove(run, orphans_find(listing, known=known), now)
+    if lock_lost.is_set():  # another sweep may be deciding now: leave it to that one
+        raise RuntimeError("the sweep lost its lock before recording its decisions")
     StopDecision.objects.bulk_create(decisions)
 
     run.examined = len(previews)

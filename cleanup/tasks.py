@@ -18,7 +18,7 @@ from cleanup.handout import ENDED, QUEUED, handout_mark
 from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle
-from cleanup.sweep import sweep
+from cleanup.sweep import SWEEP_TIME_LIMIT, sweep
 from previews.engine import EngineError, PermanentEngineError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ class StopPreviewTask(Task):
 
 
 def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
-    """Hand one stop decision to the workers (the sweep's dispatch), then mark it queued."""
+    """Hand one stop decision to the workers (the sweep's dispatch). Marked queued first:
+    a task that gives up at once must find its `ended` mark unchanged afterwards."""
+    handout_mark(decision.pk, QUEUED)
     stop_preview.apply_async(
         kwargs={
             "decision_id": decision.pk,
@@ -49,13 +51,12 @@ def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
             "take_over": take_over,
         }
     )
-    handout_mark(decision.pk, QUEUED)
 
 
 @shared_task(
     name="cleanup.sweep",
-    soft_time_limit=300,
-    time_limit=330,
+    soft_time_limit=SWEEP_TIME_LIMIT - 30,
+    time_limit=SWEEP_TIME_LIMIT,
 )
 def sweep_task(
     trigger: str = CleanupRun.Trigger.BEAT,

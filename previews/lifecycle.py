@@ -72,7 +72,7 @@ def start_claimed(
     try:
         for container_id in to_start():
             engine(preview.engine).start(container_id)
-    except EngineError as exc:
+    except BaseException as exc:  # the engine refused, or a time limit or shutdown came
         stopped = Preview.stop_fields(
             now=now, reason=StopReason.FAILED_START, detail="the preview failed to start"
         )
@@ -120,6 +120,18 @@ def preview_claim_stop(
         to=PreviewState.STOPPING,
         now=now,
         guard=guard,
+        claim_token=token,
+    )
+
+
+def preview_take_over(preview: Preview, *, token: str, now: datetime) -> bool:
+    """Take over a stop claim as read (its holder ended): one conditional UPDATE, so of two
+    callers at most one gets it. The claim's age starts again."""
+    return preview.transition(
+        from_states=[PreviewState.STOPPING],
+        to=PreviewState.STOPPING,
+        now=now,
+        guard=Q(claim_token=preview.claim_token, state_changed_at=preview.state_changed_at),
         claim_token=token,
     )
 
@@ -192,23 +204,25 @@ def preview_stop_claimed(
         **Preview.stop_fields(now=now, reason=reason, detail=detail),
     ):
         return StopOutcome.STOPPED
-    preview.refresh_from_db(fields=["state", "claim_token"])
-    if preview.state == PreviewState.STOPPING and preview.claim_token == token:
-        _restart(preview, container_ids, token=token, now=now)
+    # Still ours, so there was activity since the claim: start it again.
+    if _restart(preview, container_ids, token=token, now=now):
         return StopOutcome.RESTARTED
     return StopOutcome.BUSY  # a sweep settled the claim meanwhile: someone else's now
 
 
-def _restart(preview: Preview, container_ids: list[str], *, token: str, now: datetime) -> None:
-    """Start again the containers a claimed stop just stopped (see preview_stop_claimed)."""
-    preview.transition(
+def _restart(preview: Preview, container_ids: list[str], *, token: str, now: datetime) -> bool:
+    """Start again the containers a claimed stop just stopped (see preview_stop_claimed);
+    False if the claim was lost meanwhile."""
+    if not preview.transition(
         from_states=[PreviewState.STOPPING],
         to=PreviewState.STARTING,
         now=now,
         guard=Q(claim_token=token),
         claim_token="",
-    )
+    ):
+        return False
     start_claimed(preview, lambda: container_ids, now=now, started_at=now, start_detail=RESTARTED)
+    return True
 
 
 def preview_containers_running(preview: Preview) -> list[Container]:

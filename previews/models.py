@@ -46,6 +46,7 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
         PreviewState.RUNNING,
         PreviewState.FAILED,
         PreviewState.STARTING,  # activity came while it was stopping: started again
+        PreviewState.STOPPING,  # a stop taken over from a holder that ended
     },
 }
 

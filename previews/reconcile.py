@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F
 from django.db.models.fields.tuple_lookups import Tuple, TupleIn
 from django.utils import timezone
@@ -25,8 +26,9 @@ from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReas
 
 logger = logging.getLogger(__name__)
 
-# A start or stop that has not finished after this long was interrupted (a worker died).
-TRANSITION_STALE_AFTER = timedelta(minutes=5)
+# A start or stop that has not finished after this long was interrupted (a worker died):
+# longer than a stop task may run (its hard time limit), and at least 5 minutes.
+TRANSITION_STALE_AFTER = timedelta(seconds=max(300, settings.STOP_TASK_TIME_LIMIT_SECONDS + 60))
 OUTSIDE = "found running: started outside the system"
 # Rows per UPDATE: two parameters each, well below PostgreSQL's 65,535.
 _CHUNK = 5000

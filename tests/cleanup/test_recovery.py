@@ -15,7 +15,7 @@ from cleanup.handout import ENDED, QUEUED, TAKE_OVER_AFTER, handout_mark, handou
 from cleanup.lock import LOCK_KEY
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import UNDER_WAY, decision_execute
-from cleanup.sweep import DIED, sweep
+from cleanup.sweep import DIED, SWEEP_TIME_LIMIT, sweep
 from kosuke.redis_client import redis_client
 from previews.lifecycle import RESTARTED
 from previews.models import Preview, PreviewState
@@ -71,7 +71,7 @@ def test_a_stop_whose_task_gave_up_unrecorded_is_handed_out_to_take_over(preview
     [(decision_id, _)] = first
     # Its task claimed the preview, then the database went away until it gave up.
     Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING, claim_token=f"decision:{decision_id}"
+        state=PreviewState.STOPPING, claim_token=f"decision:{decision_id}:first"
     )
     handout_mark(decision_id, ENDED)
 
@@ -94,7 +94,7 @@ def test_a_second_copy_of_a_running_stop_leaves_it_alone(previews_on_docker, ali
     # The first copy claimed it a moment ago and is stopping it now.
     Preview.objects.filter(session=session).update(
         state=PreviewState.STOPPING,
-        claim_token=f"decision:{decision_id}",
+        claim_token=f"decision:{decision_id}:first",
         state_changed_at=timezone.now(),
     )
 
@@ -112,7 +112,7 @@ def test_a_claim_older_than_a_stop_can_take_is_taken_over(previews_on_docker, al
     [(decision_id, _)] = first
     Preview.objects.filter(session=session).update(
         state=PreviewState.STOPPING,
-        claim_token=f"decision:{decision_id}",
+        claim_token=f"decision:{decision_id}:first",
         state_changed_at=timezone.now() - TAKE_OVER_AFTER - td(seconds=1),
     )
 
@@ -121,13 +121,20 @@ def test_a_claim_older_than_a_stop_can_take_is_taken_over(previews_on_docker, al
 
 
 def test_a_run_left_unswept_by_a_dead_sweep_is_closed_with_a_reason(db):
-    dead = CleanupRun.objects.create(trigger="beat", threshold_minutes=30, batch_size=100)
+    long_ago = timezone.now() - td(seconds=SWEEP_TIME_LIMIT + 1)
+    dead = CleanupRun.objects.create(
+        trigger="beat", threshold_minutes=30, batch_size=100, started_at=long_ago
+    )
+    # One started a moment ago may be a sweep still at work (its lock expired): left alone.
+    recent = CleanupRun.objects.create(trigger="beat", threshold_minutes=30, batch_size=100)
 
     _sweep(HandOut())
 
     dead.refresh_from_db()
     assert dead.is_finished and dead.has_failures
     assert dead.errors == [{"error": DIED}]
+    recent.refresh_from_db()
+    assert recent.swept_at is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -163,15 +170,15 @@ def test_the_sweep_lock_lives_one_interval_and_is_renewed_while_the_sweep_runs(
 
 
 def test_a_container_started_behind_our_back_is_adopted_then_stopped_when_idle(
-    previews_on_docker, alice
+    previews_on_docker, alice, settings
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
     from previews.models import StopReason
     from previews.services import preview_stop
 
     preview_stop(session=session, reason=StopReason.MANUAL)
-    label = f"kosuke.session_pk={session.pk}"
-    [container] = previews_on_docker.containers.list(all=True, filters={"label": label})
+    labels = [f"kosuke.session_pk={session.pk}", f"kosuke.managed_by={settings.PREVIEW_MANAGED_BY}"]
+    [container] = previews_on_docker.containers.list(all=True, filters={"label": labels})
     container.start()  # docker start, outside the system
 
     handed_out = HandOut()
@@ -237,3 +244,26 @@ def test_a_message_during_the_stop_gets_the_preview_started_again(
     label = f"kosuke.session_pk={session.pk}"
     [container] = previews_on_docker.containers.list(filters={"label": label})
     assert container.status == "running"
+
+
+def test_of_two_copies_taking_over_an_abandoned_claim_only_one_does(previews_on_docker, alice):
+    from previews.lifecycle import preview_take_over
+
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    first = HandOut()
+    _sweep(first)
+    [(decision_id, _)] = first
+    Preview.objects.filter(session=session).update(
+        state=PreviewState.STOPPING,
+        claim_token=f"decision:{decision_id}:dead",
+        state_changed_at=timezone.now() - TAKE_OVER_AFTER - td(seconds=1),
+    )
+    as_read = [Preview.objects.get(session=session) for _ in range(2)]
+
+    won = [
+        preview_take_over(p, token=f"decision:{decision_id}:{n}", now=timezone.now())
+        for n, p in enumerate(as_read)
+    ]
+
+    assert won == [True, False]
+    assert Preview.objects.get(session=session).claim_token == f"decision:{decision_id}:0"

@@ -178,7 +178,7 @@ def test_a_stop_interrupted_by_a_dead_worker_is_finished_by_its_redelivery(
     decision = handed_out[0]
     # The first delivery claimed the preview, then its worker was killed.
     Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING, claim_token=f"decision:{decision.pk}"
+        state=PreviewState.STOPPING, claim_token=f"decision:{decision.pk}:dead"
     )
 
     # The redelivery knows its worker died, so it takes the claim over.

@@ -41,7 +41,7 @@ def stack(docker_client, tmp_path_factory, django_db_blocker):
     managed_by = f"kosuke-faults-{os.getpid()}"
     url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     running = Stack(tmp_path_factory.mktemp("stack"), url, image, managed_by)
-    try:
+    try:  # Stack() cleans up after itself if it cannot start (see Stack.__init__)
         running.worker()
         running.beat()
         running.web()

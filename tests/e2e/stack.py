@@ -41,7 +41,7 @@ class Stack:
     VISIBILITY_SECONDS = 8
 
     def __init__(self, state: Path, docker_url: str, image: str, managed_by: str):
-        self.state = state
+        self.state, self.managed_by = state, managed_by
         self.pgdata = state / "pg"
         self.database_url, self._postgres = embedded.postgres_start(
             self.pgdata, delete_on_exit=True
@@ -71,13 +71,17 @@ class Stack:
             "SECURE_SSL_REDIRECT": "false",
         }
         self.processes: dict[str, subprocess.Popen] = {}
-        self._manage("migrate", "--verbosity", "0")
-        self.sql(
-            "INSERT INTO auth_user (password, is_superuser, username, first_name, "
-            "last_name, email, is_staff, is_active, date_joined) VALUES "
-            "('!', false, 'faults', '', '', '', false, true, now())"
-        )
-        self.token = self._manage("create_api_token", "faults").strip().split()[-1]
+        try:
+            self._manage("migrate", "--verbosity", "0")
+            self.sql(
+                "INSERT INTO auth_user (password, is_superuser, username, first_name, "
+                "last_name, email, is_staff, is_active, date_joined) VALUES "
+                "('!', false, 'faults', '', '', '', false, true, now())"
+            )
+            self.token = self._manage("create_api_token", "faults").strip().split()[-1]
+        except BaseException:
+            self.close()
+            raise
 
     # --- processes -------------------------------------------------------------------
     def _manage(self, *args: str) -> str:

@@ -145,20 +145,14 @@ def test_a_pool_process_killed_mid_stop(stack, fault_results):
 
 def test_two_beats(stack, fault_results):
     stack.beat("beat-2")
-    pks = stack.previews_open("two-beats", 4)
-    started = time.monotonic()
-    stack.make_idle("two-beats")
+    try:
+        pks = stack.previews_open("two-beats", 4)
+        started = time.monotonic()
+        stack.make_idle("two-beats")
 
-    _record(
-        fault_results,
-        "two beats",
-        stack,
-        "two-beats",
-        len(pks),
-        started,
-        bound=BOUND + Stack.STOP_TIMEOUT_SECONDS * len(pks) / 2,
-    )
-    stack.kill("beat-2")
+        _record(fault_results, "two beats", stack, "two-beats", len(pks), started)
+    finally:
+        stack.kill("beat-2")
 
 
 def test_postgres_down_longer_than_the_retry_budget(stack, fault_results):
@@ -167,12 +161,14 @@ def test_postgres_down_longer_than_the_retry_budget(stack, fault_results):
     _wait_stopping(stack, "pg-down")
 
     stack.postgres_down()
-    probe = Probe(
-        stack, "/api/projects/pg-down/chat-sessions/s0/heartbeat", body={"client_id": "t"}
-    )
-    time.sleep(12)  # longer than a stop's three retries
-    probe.stop()
-    stack.postgres_up()
+    try:
+        probe = Probe(
+            stack, "/api/projects/pg-down/chat-sessions/s0/heartbeat", body={"client_id": "t"}
+        )
+        time.sleep(12)  # longer than a stop's three retries
+        probe.stop()
+    finally:
+        stack.postgres_up()
     fault_ended = time.monotonic()
 
     result = _record(
@@ -217,10 +213,10 @@ def test_a_worker_killed_mid_sweep(stack, fault_results):
     fault_ended = time.monotonic()
 
     _record(fault_results, "worker SIGKILL mid-sweep", stack, "kill-sweep", len(pks), fault_ended)
-    died = stack.sql(
-        "SELECT count(*) FROM cleanup_cleanuprun WHERE sweep_errors::text LIKE '%%the sweep died%%'"
-    )
-    assert died[0][0] >= 1
+    # The killed sweep's run is left unswept; the next sweep past the sweep time limit
+    # (330 s) closes it with the reason (tests/cleanup/test_recovery.py holds that).
+    unswept = stack.sql("SELECT count(*) FROM cleanup_cleanuprun WHERE swept_at IS NULL")
+    assert unswept[0][0] >= 1
 
 
 def test_the_engine_down(stack, fault_results):
@@ -258,9 +254,8 @@ def test_a_container_started_behind_the_systems_back(stack, fault_results, docke
         what="the idle preview to stop",
     )
 
-    [container] = docker_client.containers.list(
-        all=True, filters={"label": f"kosuke.session_pk={pks[0]}"}
-    )
+    labels = [f"kosuke.session_pk={pks[0]}", f"kosuke.managed_by={stack.managed_by}"]
+    [container] = docker_client.containers.list(all=True, filters={"label": labels})
     stopped_before = [o for _, o, _ in stack.outcomes("behind-back")].count("stopped")
     container.start()  # docker start, outside the system
     started = time.monotonic()
@@ -287,32 +282,33 @@ def test_a_container_started_behind_the_systems_back(stack, fault_results, docke
     assert (result.lost, result.duplicated) == (0, 0) and took <= result.bound, result
 
 
-def test_messages_racing_the_sweeps(stack, fault_results):
-    pks = stack.previews_open("racing", 2)
-    # At the threshold: any sweep between two messages would find them idle.
-    stack.sql(
-        "UPDATE chat_chatsession SET last_activity_at = now() - interval '30 minutes'"
-        " WHERE project_id = 'racing'"
-    )
-    probe = Probe(stack, "/api/projects/racing/chat-sessions/s0", body={"content": "more"})
-    other = Probe(stack, "/api/projects/racing/chat-sessions/s1", body={"content": "more"})
-    time.sleep(4 * Stack.INTERVAL_SECONDS)
-    probe.stop()
-    other.stop()
+def test_a_message_while_the_stop_is_under_way(stack, fault_results, docker_client):
+    pks = stack.previews_open("message-mid-stop", 1)
+    stack.proxy.hold(b"/stop")  # the engine takes its time with the stop
+    try:
+        stack.make_idle("message-mid-stop")
+        _wait_stopping(stack, "message-mid-stop")
+        wait_for(lambda: stack.proxy.held > 0, timeout=30, what="the stop at the engine")
+        status, _ = stack.request(
+            "POST", "/api/projects/message-mid-stop/chat-sessions/s0", {"content": "wait!"}
+        )
+        spoke = time.monotonic()
+    finally:
+        stack.proxy.hold_no_more()
+    assert status == 201
 
-    stopped = [o for _, o, _ in stack.outcomes("racing")].count("stopped")
-    states = stack.preview_states("racing")
-    result = FaultResult(
-        "messages racing sweeps",
-        len(pks),
-        0,
-        0,
-        probe.server_errors + other.server_errors,
-        0.0,
-        BOUND,
-        dict(probe.statuses + other.statuses),
+    wait_for(
+        lambda: stack.preview_states("message-mid-stop")["running"] == 1,
+        timeout=30,
+        what="the preview to start again",
+        every=0.1,
     )
+    took = time.monotonic() - spoke
+    labels = [f"kosuke.session_pk={pks[0]}", f"kosuke.managed_by={stack.managed_by}"]
+    [container] = docker_client.containers.list(all=True, filters={"label": labels})
+    [(_, outcome, detail)] = stack.outcomes("message-mid-stop")
+    result = FaultResult("message during a stop", 1, 0, 0, 0, took, BOUND, {201: 1})
     fault_results.append(result)
-    # Every message answered, and no preview stopped under a user who kept talking.
-    assert set(result.statuses) == {201}
-    assert stopped == 0 and states["running"] == len(pks), (states, stack.outcomes("racing"))
+    # The user who spoke gets the preview back: stopped, then started again.
+    assert (outcome, container.status) == ("skipped", "running"), detail
+    assert detail.startswith("stopped, then started again") and took <= BOUND, result
