@@ -312,3 +312,47 @@ def test_a_message_while_the_stop_is_under_way(stack, fault_results, docker_clie
     # The user who spoke gets the preview back: stopped, then started again.
     assert (outcome, container.status) == ("skipped", "running"), detail
     assert detail.startswith("stopped, then started again") and took <= BOUND, result
+
+
+def test_messages_racing_the_sweeps(stack, fault_results, docker_client):
+    pks = stack.previews_open("racing", 4)
+    statuses: Counter = Counter()
+    stack.make_idle("racing")
+    idle_since = time.monotonic()
+    # Each user speaks at another moment of the next 2 s, while sweeps decide and stops
+    # run. A stop takes the 2 s stop timeout, so every message lands before any stop could
+    # have finished: whatever was decided, every preview must end up running.
+    for n in range(len(pks)):
+        time.sleep(max(0.0, idle_since + 0.3 + 0.5 * n - time.monotonic()))
+        status, _ = stack.request(
+            "POST", f"/api/projects/racing/chat-sessions/s{n}", {"content": "more"}
+        )
+        statuses[status] += 1
+    spoke = time.monotonic()
+
+    wait_for(
+        lambda: (
+            stack.preview_states("racing")["running"] == len(pks)
+            and not any(outcome == "pending" for _, outcome, _ in stack.outcomes("racing"))
+        ),
+        timeout=30,
+        what="every stop decided during the race to settle",
+        every=0.2,
+    )
+    took = time.monotonic() - spoke
+    labels = ["kosuke.project_id=racing", f"kosuke.managed_by={stack.managed_by}"]
+    running = [c.status for c in docker_client.containers.list(all=True, filters={"label": labels})]
+    raced = [detail for _, _, detail in stack.outcomes("racing")]
+    result = FaultResult(
+        f"messages racing sweeps ({len(raced)} raced)",
+        len(pks),
+        running.count("exited"),
+        0,
+        0,
+        took,
+        BOUND,
+        dict(statuses),
+    )
+    fault_results.append(result)
+    # Not stopped after all, or stopped and started again: never left stopped.
+    assert set(statuses) == {201} and running == ["running"] * len(pks), (running, raced)
