@@ -128,12 +128,17 @@ def previews_on_docker(docker_client, preview_image, settings):
 
     settings.PREVIEW_IMAGE = preview_image
     settings.PREVIEW_STOP_TIMEOUT_SECONDS = 2
+    label = f"{LABEL_MANAGED_BY}={settings.PREVIEW_MANAGED_BY}"
+
+    def remove_ours() -> None:
+        for container in docker_client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+
+    remove_ours()  # left by a run that died, whose pid this run happens to have
     engine_at.cache_clear()
     yield docker_client
     engine_at.cache_clear()
-    label = f"{LABEL_MANAGED_BY}={settings.PREVIEW_MANAGED_BY}"
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
+    remove_ours()
 
 
 @pytest.fixture

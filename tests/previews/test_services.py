@@ -269,12 +269,15 @@ def test_a_stop_while_starting_reports_busy(previews_on_docker, session):
 def test_a_foreign_container_with_our_name_is_not_adopted(
     previews_on_docker, session, preview_image
 ):
-    previews_on_docker.containers.create(
+    foreign = previews_on_docker.containers.create(
         preview_image, name=container_name(session), labels={"owner": "someone else"}
     )
 
-    with pytest.raises(EngineError, match="is taken by another container") as failure:
-        preview_open(session=session)
+    try:
+        with pytest.raises(EngineError, match="is taken by another container") as failure:
+            preview_open(session=session)
+    finally:
+        foreign.remove(force=True)  # not ours: the fixture would not remove it
 
     assert failure.value.permanent
     assert Preview.objects.get().state == PreviewState.FAILED
