@@ -64,15 +64,24 @@ def test_a_stop_still_queued_is_not_handed_out_again(previews_on_docker, alice):
     assert again == []
 
 
-def test_a_stop_whose_task_gave_up_unrecorded_is_handed_out_to_take_over(previews_on_docker, alice):
-    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+def _claimed_stop(owner, *, claimed_ago: td = td(0)) -> tuple:
+    """An idle session whose stop was handed out and claimed `claimed_ago` by an attempt
+    that is no longer here to say so; returns (session, decision id)."""
+    session = session_with_running_preview(owner, session_id="s", idle_for=td(hours=2))
     first = HandOut()
     _sweep(first)
     [(decision_id, _)] = first
-    # Its task claimed the preview, then the database went away until it gave up.
     Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING, claim_token=f"decision:{decision_id}:first"
+        state=PreviewState.STOPPING,
+        claim_token=f"decision:{decision_id}:first",
+        state_changed_at=timezone.now() - claimed_ago,
     )
+    return session, decision_id
+
+
+def test_a_stop_whose_task_gave_up_unrecorded_is_handed_out_to_take_over(previews_on_docker, alice):
+    # Its task claimed the preview, then the database went away until it gave up.
+    session, decision_id = _claimed_stop(alice)
     handout_mark(decision_id, ENDED)
 
     again = HandOut()
@@ -87,16 +96,8 @@ def test_a_stop_whose_task_gave_up_unrecorded_is_handed_out_to_take_over(preview
 
 
 def test_a_second_copy_of_a_running_stop_leaves_it_alone(previews_on_docker, alice):
-    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    first = HandOut()
-    _sweep(first)
-    [(decision_id, _)] = first
     # The first copy claimed it a moment ago and is stopping it now.
-    Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING,
-        claim_token=f"decision:{decision_id}:first",
-        state_changed_at=timezone.now(),
-    )
+    session, decision_id = _claimed_stop(alice)
 
     assert decision_execute(decision_id=decision_id) == UNDER_WAY
     assert StopDecision.objects.get().outcome == Outcome.PENDING  # the first copy settles it
@@ -106,15 +107,7 @@ def test_a_second_copy_of_a_running_stop_leaves_it_alone(previews_on_docker, ali
 
 
 def test_a_claim_older_than_a_stop_can_take_is_taken_over(previews_on_docker, alice):
-    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    first = HandOut()
-    _sweep(first)
-    [(decision_id, _)] = first
-    Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING,
-        claim_token=f"decision:{decision_id}:first",
-        state_changed_at=timezone.now() - TAKE_OVER_AFTER - td(seconds=1),
-    )
+    session, decision_id = _claimed_stop(alice, claimed_ago=TAKE_OVER_AFTER + td(seconds=1))
 
     assert decision_execute(decision_id=decision_id) == Outcome.STOPPED
     assert Preview.objects.get(session=session).state == PreviewState.STOPPED
@@ -249,15 +242,7 @@ def test_a_message_during_the_stop_gets_the_preview_started_again(
 def test_of_two_copies_taking_over_an_abandoned_claim_only_one_does(previews_on_docker, alice):
     from previews.lifecycle import preview_take_over
 
-    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    first = HandOut()
-    _sweep(first)
-    [(decision_id, _)] = first
-    Preview.objects.filter(session=session).update(
-        state=PreviewState.STOPPING,
-        claim_token=f"decision:{decision_id}:dead",
-        state_changed_at=timezone.now() - TAKE_OVER_AFTER - td(seconds=1),
-    )
+    session, decision_id = _claimed_stop(alice, claimed_ago=TAKE_OVER_AFTER + td(seconds=1))
     as_read = [Preview.objects.get(session=session) for _ in range(2)]
 
     won = [

@@ -110,41 +110,18 @@ class Stack:
         self.processes[name] = process
         return process
 
+    def _celery(self, name: str, *args: str) -> subprocess.Popen:
+        return self.start(
+            name, sys.executable, "-m", "celery", "-A", "kosuke", *args, "--loglevel", "INFO"
+        )
+
     def worker(
         self, name: str = "worker", queues: str = "sweeps,stops,previews"
     ) -> subprocess.Popen:
-        return self.start(
-            name,
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "kosuke",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "4",
-            "-n",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-        )
+        return self._celery(name, "worker", "-Q", queues, "-c", "4", "-n", f"{name}@%h")
 
     def beat(self, name: str = "beat") -> subprocess.Popen:
-        return self.start(
-            name,
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "kosuke",
-            "beat",
-            "-s",
-            str(self.state / f"{name}-schedule"),
-            "--loglevel",
-            "INFO",
-        )
+        return self._celery(name, "beat", "-s", str(self.state / f"{name}-schedule"))
 
     def web(self) -> subprocess.Popen:
         process = self.start(
