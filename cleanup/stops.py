@@ -109,22 +109,23 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
     prefix = claim_prefix(decision.pk)
     token = f"{prefix}{uuid.uuid4().hex[:16]}"
     reason, detail = decision.stop_reason, decision.reason
+    own_claim = preview.state == PreviewState.STOPPING and preview.claim_token.startswith(prefix)
+    if own_claim:
+        abandoned = now - preview.state_changed_at >= TAKE_OVER_AFTER
+        if not (take_over or abandoned) or not preview_take_over(preview, token=token, now=now):
+            return None  # another copy of this stop is at it
+    elif preview.state == PreviewState.STOPPED:
+        return _as_decision_outcome(StopOutcome.ALREADY_STOPPED)
+    elif preview.state in (PreviewState.STARTING, PreviewState.STOPPING):
+        return _as_decision_outcome(StopOutcome.BUSY)
     # The sweep names the running containers; a decision without them (made before they
     # were recorded) has them listed now rather than none stopped.
     containers = decision.containers or [
         {"id": c.id, "kept": c.is_kept} for c in preview_containers_running(preview)
     ]
-    if preview.state == PreviewState.STOPPING and preview.claim_token.startswith(prefix):
-        abandoned = now - preview.state_changed_at >= TAKE_OVER_AFTER
-        if not (take_over or abandoned) or not preview_take_over(preview, token=token, now=now):
-            return None  # another copy of this stop is at it
-    else:
+    if not own_claim:
         # Decide again on the state as read, then claim it only if nothing the decision
         # read has changed since.
-        if preview.state == PreviewState.STOPPED:
-            return _as_decision_outcome(StopOutcome.ALREADY_STOPPED)
-        if preview.state in (PreviewState.STARTING, PreviewState.STOPPING):
-            return _as_decision_outcome(StopOutcome.BUSY)
         policy = Policy.from_settings(threshold_minutes=decision.run.threshold_minutes)
         last_seen_at = sessions_last_seen([session.pk])[session.pk]
         kept = bool(containers) and all(c["kept"] for c in containers)
