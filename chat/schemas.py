@@ -37,9 +37,12 @@ def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-IdleTimeout = Annotated[
-    Annotated[StrictInt, Field(ge=1, le=IDLE_TIMEOUT_MAX_MINUTES)], BeforeValidator(_integral)
-]
+def whole_number(*, ge: int, le: int) -> type:
+    """An integer from `ge` to `le`, strictly (JSON's 30.0 is 30, but "30" is refused)."""
+    return Annotated[Annotated[StrictInt, Field(ge=ge, le=le)], BeforeValidator(_integral)]
+
+
+IdleTimeout = whole_number(ge=1, le=IDLE_TIMEOUT_MAX_MINUTES)
 MESSAGE_MAX_CHARS = 100_000
 
 

@@ -30,3 +30,22 @@ def session_get(*, owner: AbstractBaseUser, project_id: str, session_id: str) ->
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:
     return ChatMessage.objects.filter(session=session).order_by("created_at", "id")
+
+
+def session_find(spec: str, *, owner: str | None = None) -> ChatSession:
+    """Any user's session named "PROJECT/SESSION", for operators; `owner` (a username)
+    picks one when several users have these ids."""
+    project_id, _, session_id = spec.partition("/")
+    if not project_id or not session_id:
+        raise ApplicationError(f"session {spec!r}: expected PROJECT/SESSION")
+    matches = ChatSession.objects.filter(project_id=project_id, session_id=session_id)
+    if owner:
+        matches = matches.filter(owner__username=owner)
+    found = list(matches[:2])
+    if not found:
+        raise ApplicationError(
+            f"no chat session {spec}" + (f" of {owner}" if owner else ""), status=404
+        )
+    if len(found) > 1:
+        raise ApplicationError(f"several users have a session {spec}; name its owner as well")
+    return found[0]

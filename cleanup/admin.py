@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from datetime import timedelta
+
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from cleanup.models import CleanupRun, StopDecision
+from cleanup.control import Pause
+from cleanup.models import CleanupRun, OperatorAction, StopDecision
+from cleanup.stats import cleanup_stats, stats_brief
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,6 +58,17 @@ class StopDecisionInline(admin.TabularInline):
         return False
 
 
+class OperatorActionInline(admin.TabularInline):
+    model = OperatorAction
+    fields = ("at", "kind", "actor_name", "reason", "details")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(CleanupRun)
 class CleanupRunAdmin(ReadOnlyAdmin):
     list_display = (
@@ -69,16 +84,40 @@ class CleanupRunAdmin(ReadOnlyAdmin):
         "failed",
         "pending",
         "undecided",
+        "cancelled",
         "duration_ms",
         "finished_at",
+        "note",
     )
-    list_filter = ("trigger", RunOutcomeFilter, "dry_run", "started_at")
+    list_filter = ("trigger", RunOutcomeFilter, "dry_run", "paused", "started_at")
     date_hierarchy = "started_at"
-    inlines = [StopDecisionInline]
+    inlines = [OperatorActionInline, StopDecisionInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CleanupRun]:
         # The numbers come from the decisions: counted for the whole page in one query.
         return super().get_queryset(request).with_counts()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        stats = cleanup_stats(timedelta(hours=24))
+        if stats["paused"]:
+            pause = Pause(**stats["paused"]).describe()
+            self.message_user(
+                request,
+                f"Scheduled cleanup is {pause}; beat and cron sweeps stop nothing.",
+                messages.WARNING,
+            )
+        self.message_user(request, stats_brief(stats), messages.INFO)
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    """Who paused, resumed, triggered, cancelled, retried or deleted, when and why."""
+
+    list_display = ("at", "kind", "actor_name", "run_number", "reason", "until", "details")
+    list_filter = ("kind", "at")
+    search_fields = ("actor_name", "reason")
+    date_hierarchy = "at"
 
 
 @admin.register(StopDecision)

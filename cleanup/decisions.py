@@ -67,6 +67,7 @@ class Decision:
     reason: str
     level: ActivityLevel
     stop_reason: StopReason | None = None
+    due_at: datetime | None = None  # when the rule that stops it began to apply
 
 
 def _minutes(delta: timedelta) -> str:
@@ -74,25 +75,33 @@ def _minutes(delta: timedelta) -> str:
     return f"{minutes:.0f} min" if minutes >= 1 else f"{delta.total_seconds():.0f} s"
 
 
-def _has_left(snapshot: Snapshot, now: datetime, policy: Policy) -> bool:
+def viewer_has_left(
+    *, last_seen_at: datetime | None, started_at: datetime | None, now: datetime, policy: Policy
+) -> bool:
     """A viewer watched this run of the preview and none has been seen for a ping timeout."""
-    if snapshot.last_seen_at is None:
+    if last_seen_at is None:
         return False
-    watched_this_run = snapshot.started_at is None or snapshot.last_seen_at >= snapshot.started_at
-    return watched_this_run and now - snapshot.last_seen_at >= policy.ping_timeout
+    watched_this_run = started_at is None or last_seen_at >= started_at
+    return watched_this_run and now - last_seen_at >= policy.ping_timeout
 
 
 def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
     """Stop or keep, with the reason in words. The "never" rules come first."""
     level = activity_level(
-        now - snapshot.last_activity_at, viewer_left=_has_left(snapshot, now, policy)
+        now - snapshot.last_activity_at,
+        viewer_left=viewer_has_left(
+            last_seen_at=snapshot.last_seen_at,
+            started_at=snapshot.started_at,
+            now=now,
+            policy=policy,
+        ),
     )
 
     def keep(reason: str) -> Decision:
         return Decision(stop=False, reason=reason, level=level)
 
-    def stop(reason: str, code: StopReason) -> Decision:
-        return Decision(stop=True, reason=reason, level=level, stop_reason=code)
+    def stop(reason: str, code: StopReason, due_at: datetime) -> Decision:
+        return Decision(stop=True, reason=reason, level=level, stop_reason=code, due_at=due_at)
 
     if snapshot.preview_state != PreviewState.RUNNING:
         return keep(f"preview is {snapshot.preview_state}")
@@ -106,6 +115,7 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
             f"stopped after running {_minutes(now - snapshot.started_at)} "
             f"(maximum age {_minutes(policy.max_age)})",
             StopReason.MAX_AGE,
+            snapshot.started_at + policy.max_age,
         )
     threshold = snapshot.idle_timeout or policy.threshold
     quiet_for = now - snapshot.last_activity_at
@@ -114,6 +124,7 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
             f"stopped after {_minutes(quiet_for)} without activity "
             f"(threshold {_minutes(threshold)})",
             StopReason.INACTIVE,
+            snapshot.last_activity_at + threshold,
         )
     if level == ActivityLevel.DISCONNECTED:
         gone_for = now - snapshot.last_seen_at
@@ -122,6 +133,10 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
                 f"stopped {_minutes(gone_for)} after the last viewer left "
                 f"(grace period {_minutes(policy.grace)})",
                 StopReason.DISCONNECTED,
+                max(
+                    snapshot.last_seen_at + policy.ping_timeout + policy.grace,
+                    snapshot.last_activity_at + policy.grace,
+                ),
             )
         return keep(f"no viewer for {_minutes(gone_for)}; waiting for a reconnect")
     return keep(f"{level.value}: last activity {_minutes(quiet_for)} ago")

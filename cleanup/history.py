@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from cleanup.models import CleanupRun
+from cleanup.rollups import rollups_catch_up, rollups_prune
 
 RETENTION = {
     # kind: (age, newest count kept)
@@ -31,8 +32,11 @@ def _expired(runs: QuerySet[CleanupRun], age: timedelta, keep: int, now: datetim
 
 
 def history_prune(*, now: datetime | None = None) -> dict[str, int]:
-    """Delete finished runs past their retention; returns how many of each kind went."""
+    """Delete finished runs past their retention; returns how many of each kind went.
+    The statistics' hourly rollups are brought up to date first, so they keep counting
+    the stops whose runs go (cleanup.rollups)."""
     now = now or timezone.now()
+    rollups_catch_up(now)
     crashed = CleanupRun.objects.unfinished().filter(started_at__lt=now - timedelta(days=1))
     clean = CleanupRun.objects.finished().without_failures()
     kinds = {
@@ -46,4 +50,5 @@ def history_prune(*, now: datetime | None = None) -> dict[str, int]:
         expired = _expired(runs, age, keep, now)
         CleanupRun.objects.filter(pk__in=expired).delete()
         deleted[kind] = len(expired)
+    deleted["rollups"] = rollups_prune(now)
     return deleted

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cached_property
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
@@ -67,6 +68,11 @@ class CleanupRun(models.Model):
     class Trigger(models.TextChoices):
         BEAT = "beat"
         COMMAND = "command"
+        API = "api"  # an operator, through the operator API or the dashboard
+        CRON = "cron"  # an external scheduler, through the cron endpoint
+
+    # Scheduled sweeps; while cleanup is paused they record a run and stop nothing.
+    SCHEDULED = (Trigger.BEAT, Trigger.CRON)
 
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     threshold_minutes = models.PositiveIntegerField()
@@ -86,6 +92,15 @@ class CleanupRun(models.Model):
     # Engine list calls and their time, for operators and the benchmarks.
     engine_list_calls = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # A scheduled sweep while cleanup was paused: it recorded this run and did nothing.
+    paused = models.BooleanField(default=False)
+    # What an operator should know about this run ("paused by alice: deploy", ...).
+    note = models.CharField(max_length=500, blank=True)
+    # An operator cancelled it: its stops not yet begun were settled as cancelled.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
 
     objects = CleanupRunQuerySet.as_manager()
 
@@ -94,6 +109,25 @@ class CleanupRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.trigger}, {self.started_at:%Y-%m-%d %H:%M:%S})"
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        trigger: str,
+        threshold_minutes: int | None = None,
+        batch_size: int | None = None,
+        dry_run: bool = False,
+        retry_of: CleanupRun | None = None,
+    ) -> CleanupRun:
+        """A run not yet saved, with the settings' defaults filled in."""
+        return cls(
+            trigger=trigger,
+            threshold_minutes=threshold_minutes or settings.CLEANUP_THRESHOLD_MINUTES,
+            batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
+            dry_run=dry_run,
+            retry_of=retry_of,
+        )
 
     @cached_property
     def _tally(self) -> tuple[dict[str, int], datetime | None]:
@@ -141,6 +175,10 @@ class CleanupRun(models.Model):
         return self.counts[StopDecision.Outcome.PENDING]
 
     @property
+    def cancelled(self) -> int:
+        return self.counts[StopDecision.Outcome.CANCELLED]
+
+    @property
     def is_finished(self) -> bool:
         return self.swept_at is not None and not self.pending
 
@@ -184,6 +222,7 @@ class CleanupRun(models.Model):
             "stopped": self.stopped,
             "skipped": self.skipped,
             "failed": self.failed,
+            "cancelled": self.cancelled,
             "pending": self.pending,
             "deferred": self.deferred,
             "dry_run_stops": self.counts[StopDecision.Outcome.DRY_RUN],
@@ -191,6 +230,9 @@ class CleanupRun(models.Model):
             "errors": self.errors,
             "finished": self.is_finished,
             "duration_ms": self.duration_ms,
+            "paused": self.paused,
+            "note": self.note,
+            "retry_of": self.retry_of_id,
         }
 
 
@@ -203,6 +245,7 @@ class StopDecision(models.Model):
         SKIPPED = "skipped"  # re-decided (activity since), kept, or someone else is at it
         FAILED = "failed"
         DRY_RUN = "dry_run"  # would have stopped
+        CANCELLED = "cancelled"  # an operator cancelled it before it began
 
     run = models.ForeignKey(CleanupRun, on_delete=models.CASCADE, related_name="decisions")
     # Kept when the session goes, with its ids copied, so the history stays readable.
@@ -218,6 +261,11 @@ class StopDecision(models.Model):
     # stops these without listing again.
     containers = models.JSONField(default=list, blank=True)
     decided_at = models.DateTimeField(default=timezone.now)
+    # When the rule that stops it began to apply (the threshold crossed, ...): how long
+    # a preview ran past it is `settled_at - due_at`.
+    due_at = models.DateTimeField(null=True, blank=True)
+    # When a stop task began on it; from then on a cancel leaves it to finish.
+    began_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     outcome_detail = models.TextField(blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
@@ -239,3 +287,77 @@ class StopDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_id}/{self.session_id}: {self.reason} ({self.outcome})"
+
+
+class OperatorAction(models.Model):
+    """Something a person (or the cron endpoint) did to the cleanup: who, when, and why.
+
+    The latest pause or resume is also the cleanup's paused state (cleanup.control).
+    """
+
+    class Kind(models.TextChoices):
+        TRIGGER = "trigger"
+        CANCEL = "cancel"
+        RETRY = "retry"
+        DELETE = "delete"
+        PAUSE = "pause"
+        RESUME = "resume"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    # Kept when the user goes: a username, "cron", or "<os user> (manage.py)".
+    actor_name = models.CharField(max_length=150)
+    run = models.ForeignKey(
+        CleanupRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="actions"
+    )
+    # The run's number, kept when the run is deleted.
+    run_number = models.PositiveIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    until = models.DateTimeField(null=True, blank=True)  # a pause ends by itself then
+    # What it did: {"cancelled": 3, "under_way": 1}, {"retry_run": 12}, ...
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-at"], name="operator_action_recent"),
+            # The paused state: the latest pause or resume, read by every sweep.
+            models.Index(
+                fields=["-at"],
+                name="operator_action_pause",
+                condition=Q(kind__in=["pause", "resume"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        run = f" run {self.run_number}" if self.run_number else ""
+        return f"{self.actor_name} {self.kind}{run} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class StopRollup(models.Model):
+    """Stop decisions counted per hour once the hour is final (none pending): statistics
+    over days read these instead of every decision (cleanup.rollups). Kept when the
+    decisions go with their runs, so the history's retention never changes the numbers.
+    """
+
+    hour = models.DateTimeField()
+    stop_reason = models.CharField(max_length=16, choices=StopReason.choices)
+    outcome = models.CharField(max_length=16, choices=StopDecision.Outcome.choices)
+    # Stopped ones only: which bucket of time past the threshold (cleanup.rollups).
+    late_bucket = models.PositiveSmallIntegerField(null=True)
+    decisions = models.PositiveIntegerField()
+    late_seconds = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "stop_reason", "outcome", "late_bucket"],
+                name="stop_rollup_unique",
+                nulls_distinct=False,
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.stop_reason} {self.outcome}: {self.decisions}"

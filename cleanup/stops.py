@@ -5,8 +5,10 @@ decision claimed and did not finish is finished by whoever may take it over (a
 redelivery after its worker died, a retry, a hand-out after its task gave up, or anyone
 once the claim is older than a stop can take); a second copy of a stop that is still
 running leaves it alone.
-The normal path costs four SQL statements (read, claim, mark stopped, settle) and one
-Docker call per running container, which the sweep's listing already named.
+The normal path costs five SQL statements (read, mark begun, claim, mark stopped, settle)
+and one Docker call per running container, which the sweep's listing already named.
+Marking the decision begun is what lets an operator cancel a stop exactly: before it,
+a cancel wins and nothing is stopped; after it, the stop finishes.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import logging
 import uuid
 from datetime import datetime
 
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat.presence import sessions_last_seen
 from cleanup.decisions import Policy, Snapshot, decide
 from cleanup.handout import TAKE_OVER_AFTER, claim_prefix, handout_clear, pending_lost_after
+from cleanup.metrics import metrics_stops_settled
 from cleanup.models import StopDecision
 from cleanup.progress import progress_stop_settled
 from previews.lifecycle import (
@@ -50,19 +56,27 @@ def decision_settle(
     logger.info("stop %s: %s (%s)", session, outcome, detail, extra={"session": session})
     handout_clear(decision.pk)
     progress_stop_settled(decision)
+    metrics_stops_settled([decision])
     return True
 
 
 def decisions_settle_lost(now: datetime) -> int:
     """Settle as failed the stops handed out so long ago that their message was lost;
     returns how many. Their sessions are decided again by this sweep."""
-    return StopDecision.objects.filter(
+    lost = StopDecision.objects.filter(
         outcome=StopDecision.Outcome.PENDING, decided_at__lt=now - pending_lost_after()
-    ).update(
-        outcome=StopDecision.Outcome.FAILED,
-        outcome_detail="lost: never carried out",
-        settled_at=now,
     )
+    with transaction.atomic():
+        decisions = list(lost.select_for_update().only("stop_reason"))
+        StopDecision.objects.filter(pk__in=[d.pk for d in decisions]).update(
+            outcome=StopDecision.Outcome.FAILED,
+            outcome_detail="lost: never carried out",
+            settled_at=now,
+        )
+    for decision in decisions:
+        decision.outcome = StopDecision.Outcome.FAILED
+    metrics_stops_settled(decisions)
+    return len(decisions)
 
 
 UNDER_WAY = "under way"
@@ -87,7 +101,7 @@ def decision_execute(
     if decision is None:
         return "missing"
     if decision.outcome != StopDecision.Outcome.PENDING:
-        return decision.outcome  # a redelivered task: the first delivery settled it
+        return decision.outcome  # a redelivered task, or cancelled: it is settled
     result = _carry_out(decision, take_over, now)
     if result is None:
         # Whoever holds the claim settles it; should it die, its claim ages until anyone
@@ -133,6 +147,8 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
         fresh = decide(snapshot, now, policy)
         if not fresh.stop:
             return Outcome.SKIPPED, f"not stopped after all: {fresh.reason}"
+        if not _begin(decision, now):  # cancelled: settled already, so nothing is recorded
+            return Outcome.CANCELLED, "cancelled before it began"
         if not preview_claim_stop(preview, token=token, now=now, unchanged_since_read=True):
             preview.refresh_from_db(fields=["state", "claim_token"])
             if preview.state == PreviewState.STOPPING and preview.claim_token.startswith(prefix):
@@ -149,6 +165,16 @@ def _carry_out(decision: StopDecision, take_over: bool, now: datetime) -> tuple[
         now=now,
     )
     return _as_decision_outcome(stopped)
+
+
+def _begin(decision: StopDecision, now: datetime) -> bool:
+    """Mark the decision begun, unless an operator cancelled it first: the cancel and this
+    update the same row, so exactly one of them wins (cleanup.control.decisions_cancel)."""
+    return bool(
+        StopDecision.objects.filter(pk=decision.pk, outcome=StopDecision.Outcome.PENDING).update(
+            began_at=Coalesce(F("began_at"), Value(now))
+        )
+    )
 
 
 def _as_decision_outcome(stop: StopOutcome) -> tuple[str, str]:

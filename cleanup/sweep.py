@@ -30,15 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from chat.models import ActivityLevel, ChatSession
+from chat.models import ActivityLevel
 from chat.presence import sessions_last_seen
+from cleanup.control import decisions_cancel, pause_state, run_cancel_detail
 from cleanup.decisions import Decision, Policy, Snapshot, decide
 from cleanup.handout import stops_to_hand_out_again
 from cleanup.lock import sweep_lock
+from cleanup.metrics import metrics_stops_settled, metrics_sweep_recorded, metrics_sweep_skipped
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
@@ -58,7 +59,10 @@ logger = logging.getLogger(__name__)
 
 # A sweep task's hard time limit (cleanup.tasks): no sweep runs longer.
 SWEEP_TIME_LIMIT = 330
-DIED = "the sweep died before it finished (its worker was lost); its stops are handed out again"
+DIED = (
+    "the sweep never finished (its worker was lost, or it waited too long for one); "
+    "its stops are handed out again"
+)
 
 # Hands a stop to whoever carries it out; `take_over` when the task before it has ended.
 Dispatch = Callable[..., None]
@@ -152,6 +156,7 @@ def _stop_decisions(
             level=decision.level,
             containers=[{"id": c.id, "kept": c.is_kept} for c in running],
             decided_at=now,
+            due_at=decision.due_at,
             outcome=outcome,
             outcome_detail="dry run: nothing stopped" if run.dry_run else "",
             settled_at=now if run.dry_run else None,
@@ -196,42 +201,104 @@ def sweep(
     threshold_minutes: int | None = None,
     batch_size: int | None = None,
     dry_run: bool = False,
-    session: ChatSession | None = None,
+    session_pks: set[int] | None = None,
     now: datetime | None = None,
     concurrency: int = 1,
 ) -> CleanupRun | None:
-    """Decide for every live preview (or one `session`'s) and hand each stop to `dispatch`
-    (`concurrency` at a time; the lock is held until every one returned).
+    """Sweep now as a new run; see `run_sweep`."""
+    run = CleanupRun.new(
+        trigger=trigger, threshold_minutes=threshold_minutes, batch_size=batch_size, dry_run=dry_run
+    )
+    return run_sweep(
+        run, dispatch=dispatch, session_pks=session_pks, now=now, concurrency=concurrency
+    )
 
-    Returns the recorded run, or None when another sweep holds the lock.
+
+def run_sweep(
+    run: CleanupRun,
+    *,
+    dispatch: Dispatch,
+    session_pks: set[int] | None = None,
+    now: datetime | None = None,
+    concurrency: int = 1,
+) -> CleanupRun | None:
+    """Decide for every live preview (or those of `session_pks`) and hand each stop to
+    `dispatch` (`concurrency` at a time; the lock is held until every one returned).
+
+    `run` is new, or one an operator asked for (saved, waiting for a worker). Returns the
+    recorded run, or None when another sweep holds the lock.
     """
     with sweep_lock() as held:
         if held is None:
             logger.info("sweep: another sweep is running; nothing to do")
+            if run.pk is None:  # dropped (a requested run waits and tries again)
+                metrics_sweep_skipped()
             return None
         now = now or timezone.now()
         # Holding the lock, no other sweep runs: a run not swept that started longer ago
-        # than a sweep may take belongs to one that died.
+        # than a sweep may take belongs to one that died (or waited too long for a worker).
         died = CleanupRun.objects.filter(
             swept_at__isnull=True, started_at__lt=now - timedelta(seconds=SWEEP_TIME_LIMIT)
-        )
+        ).exclude(pk=run.pk)
         if died.update(swept_at=now, sweep_errors=[{"error": DIED}]):
             logger.warning("sweep: closed the run(s) of a sweep that died")
-        policy = Policy.from_settings(threshold_minutes=threshold_minutes)
-        run = CleanupRun.objects.create(
-            trigger=trigger,
-            threshold_minutes=int(policy.threshold.total_seconds() // 60),
-            dry_run=dry_run,
-            batch_size=batch_size or settings.CLEANUP_BATCH_SIZE,
-            started_at=now,
-        )
-        new, again = _sweep(run, policy, session, held.lost)
+        if run.pk is not None:
+            run.refresh_from_db()
+            if run.swept_at is not None:
+                logger.warning("sweep: run %s was closed before it could start", run.pk)
+                return run
+        run.started_at = now
+        if _paused_or_cancelled(run, now):
+            return CleanupRun.objects.get(pk=run.pk)
+        _save(run, "started_at")
+        policy = Policy.from_settings(threshold_minutes=run.threshold_minutes)
+        new, again = _sweep(run, policy, session_pks, held.lost)
         _hand_out(run, new, again, dispatch, concurrency)
     return CleanupRun.objects.get(pk=run.pk)
 
 
+# What a sweep writes of its run; never `cancelled_at`, which an operator may set meanwhile.
+_SWEPT_FIELDS = (
+    "examined",
+    "deferred",
+    "undecided",
+    "sweep_errors",
+    "engine_list_calls",
+    "swept_at",
+    "duration_ms",
+)
+
+
+def _save(run: CleanupRun, *fields: str) -> None:
+    """Insert a new run whole; update only `fields` of a recorded one."""
+    if run.pk is None:
+        run.save()
+    else:
+        run.save(update_fields=fields)
+
+
+def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
+    """Record and end a run that must stop nothing: a scheduled sweep while cleanup is
+    paused, or a run cancelled before it started. An explicit run while paused goes ahead,
+    and says so."""
+    pause = pause_state(now)
+    if run.cancelled_at is not None:
+        run.note = "cancelled before it started"
+    elif pause is not None and run.trigger in CleanupRun.SCHEDULED:
+        run.paused, run.note = True, f"{pause.describe()}; nothing stopped"
+    else:
+        if pause is not None:
+            run.note = f"cleanup is {pause.describe()}; this {run.trigger} run went ahead"
+        return False
+    run.swept_at, run.duration_ms = now, 0
+    _save(run, "started_at", "paused", "note", "swept_at", "duration_ms")
+    logger.info("sweep %s: %s", run.pk, run.note, extra={"run": run.pk})
+    progress_publish(run, "finished")
+    return True
+
+
 def _sweep(
-    run: CleanupRun, policy: Policy, session: ChatSession | None, lock_lost: threading.Event
+    run: CleanupRun, policy: Policy, session_pks: set[int] | None, lock_lost: threading.Event
 ) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]]]:
     """Steps 1-8 but the handing out; returns the new pending decisions and the older ones
     to hand out again."""
@@ -241,13 +308,16 @@ def _sweep(
     if lost:
         logger.warning("sweep: %s stop(s) were lost and are decided again", lost)
     pending = _stops_pending()
-    session_pks = None if session is None else {session.pk}
     previews = _previews(live=True, session_pks=session_pks)
     listed_at = timezone.now()
     listing = engines_list({preview.engine for preview in previews} | {engine().url})
-    engine_reports_record(reached=listing.reached, unreachable=listing.unreachable)
+    engine_reports_record(
+        reached=listing.reached,
+        unreachable=listing.unreachable,
+        running=listing.running_by_engine(),
+    )
     elsewhere = sessions_running_elsewhere(listing, known={p.session_id for p in previews})
-    if session is not None:
+    if session_pks is not None:
         elsewhere &= session_pks
     if elsewhere:  # started outside the system: the rules apply to them as well
         # Read after the listing: a row changed since it was taken is newer than it.
@@ -260,12 +330,13 @@ def _sweep(
 
     due_now = verdicts.to_stop[: run.batch_size]
     decisions = _stop_decisions(run, due_now, now)
-    if session is None:
+    if session_pks is None:
         known = {preview.session_id for preview in previews}
         decisions += _orphans_remove(run, orphans_find(listing, known=known), now)
     if lock_lost.is_set():  # another sweep may be deciding now: leave it to that one
         raise RuntimeError("the sweep lost its lock before recording its decisions")
     StopDecision.objects.bulk_create(decisions)
+    metrics_stops_settled(d for d in decisions if d.outcome != StopDecision.Outcome.PENDING)
 
     run.examined = len(previews)
     run.deferred = len(verdicts.to_stop) - len(due_now)
@@ -277,8 +348,9 @@ def _sweep(
     run.engine_list_calls = listing.list_calls
     run.swept_at = timezone.now()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
-    run.save()
-    again = [] if run.dry_run or session else stops_to_hand_out_again(pending, previews, now)
+    _save(run, *_SWEPT_FIELDS)
+    metrics_sweep_recorded(run.duration_ms / 1000)
+    again = [] if run.dry_run or session_pks else stops_to_hand_out_again(pending, previews, now)
     logger.info(
         "sweep %s: %s examined, %s to stop now, %s deferred, %s undecided, %s handed out "
         "again, %s list call(s)",
@@ -293,6 +365,10 @@ def _sweep(
     )
     progress_publish(run, "swept")
     new = [d for d in decisions if d.outcome == StopDecision.Outcome.PENDING]
+    if new and CleanupRun.objects.filter(pk=run.pk, cancelled_at__isnull=False).exists():
+        # Cancelled while deciding: the cancel may have missed these decisions.
+        decisions_cancel(run, run_cancel_detail(run))
+        new = []
     return new, again
 
 

@@ -12,13 +12,13 @@ import redis
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from chat.models import ChatSession
 from cleanup.handout import ENDED, QUEUED, handout_mark
 from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
-from cleanup.stops import decision_execute, decision_settle
-from cleanup.sweep import SWEEP_TIME_LIMIT, sweep
+from cleanup.stops import decision_execute, decision_settle, stop_inline
+from cleanup.sweep import SWEEP_TIME_LIMIT, run_sweep
 from previews.engine import EngineError, PermanentEngineError
 
 logger = logging.getLogger(__name__)
@@ -54,29 +54,65 @@ def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
 
 
 @shared_task(
+    bind=True,
     name="cleanup.sweep",
     soft_time_limit=SWEEP_TIME_LIMIT - 30,
     time_limit=SWEEP_TIME_LIMIT,
 )
 def sweep_task(
+    self: Task,
     trigger: str = CleanupRun.Trigger.BEAT,
     threshold_minutes: int | None = None,
     batch_size: int | None = None,
     dry_run: bool = False,
-    session_pk: int | None = None,
+    session_pks: list[int] | None = None,
+    run_id: int | None = None,
 ) -> dict:
-    session = ChatSession.objects.filter(pk=session_pk).first() if session_pk else None
-    if session_pk and session is None:
-        return {"skipped": f"session {session_pk} no longer exists"}
-    run = sweep(
-        trigger=trigger,
+    """A scheduled sweep (beat), or the run `run_id` an operator or the cron endpoint
+    asked for: that one waits for a sweep that holds the lock instead of being dropped."""
+    if run_id is None:
+        run = CleanupRun.new(
+            trigger=trigger,
+            threshold_minutes=threshold_minutes,
+            batch_size=batch_size,
+            dry_run=dry_run,
+        )
+    else:
+        run = CleanupRun.objects.filter(pk=run_id).first()
+        if run is None:
+            return {"skipped": f"run {run_id} no longer exists"}
+    swept = run_sweep(
+        run,
         dispatch=stop_enqueue,
-        threshold_minutes=threshold_minutes,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        session=session,
+        session_pks=set(session_pks) if session_pks is not None else None,
     )
-    return run.summary() if run else {"skipped": "another sweep is running"}
+    if swept is not None:
+        return swept.summary()
+    if run_id is not None:
+        raise self.retry(countdown=1, max_retries=SWEEP_TIME_LIMIT)
+    return {"skipped": "another sweep is running"}
+
+
+def run_start(run: CleanupRun, session_pks: list[int] | None) -> None:
+    """Start a run someone asked for: on the workers, or in this process when the
+    deployment runs none (WORKER_ENABLED=false)."""
+    if settings.WORKER_ENABLED:
+        sweep_task.apply_async(
+            kwargs={"run_id": run.pk, "session_pks": session_pks},
+            # Not run after the next sweep has closed it as never started.
+            expires=SWEEP_TIME_LIMIT,
+        )
+    else:
+        swept = run_sweep(
+            run,
+            dispatch=stop_inline,
+            session_pks=set(session_pks) if session_pks is not None else None,
+            concurrency=4,
+        )
+        if swept is None:  # nobody would retry it here: close it, saying why
+            CleanupRun.objects.filter(pk=run.pk).update(
+                swept_at=timezone.now(), note="another sweep was running; nothing done"
+            )
 
 
 @shared_task(

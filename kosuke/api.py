@@ -20,6 +20,8 @@ from ninja.security import HttpBearer, SessionAuth
 
 from chat.api import router as chat_router
 from chat.tokens import api_token_user
+from cleanup.api import cron as cron_router
+from cleanup.api import ops as ops_router
 from kosuke.errors import ApplicationError
 from previews.api import router as previews_router
 
@@ -56,7 +58,7 @@ ERROR_SCHEMA = {
 ERRORS_EVERYWHERE = {
     "400": "Refused: well formed, but not allowed (e.g. a keep-alive too far ahead), or not JSON",
     "401": "No valid session or bearer token",
-    "404": "No such session of yours",
+    "404": "Not found: no such session of yours (or run)",
     "413": "The request body is too big",
     "422": "Invalid input: the message names each field",
     "503": "A store (PostgreSQL, Redis) or the workers are unavailable; see Retry-After",
@@ -67,6 +69,11 @@ ERRORS_BY_PATH = {
         "502": "The Docker engine refused for good (e.g. a missing image)",
     },
     "/chat-sessions": {"409": "A session with this id exists already"},
+}
+# The operator API: staff only, and runs that are not in a state for the request.
+ERRORS_OPS = {
+    "403": "Not a staff user",
+    "409": "The run is not in a state for this (finished, not finished, nothing failed)",
 }
 
 
@@ -81,6 +88,8 @@ class KosukeAPI(NinjaAPI):
             for ending, extra in ERRORS_BY_PATH.items():
                 if path.endswith(ending):
                     errors |= extra
+            if "/ops/" in path:
+                errors |= ERRORS_OPS
             for operation in operations.values():
                 for status, description in errors.items():
                     operation["responses"].setdefault(
@@ -97,6 +106,8 @@ api = KosukeAPI(
 )
 api.add_router("/projects/", chat_router)
 api.add_router("/projects/", previews_router)
+api.add_router("/ops/", ops_router)
+api.add_router("/cron/", cron_router)
 
 
 def _error(request: HttpRequest, status: int, message: str, **extra: Any) -> HttpResponse:

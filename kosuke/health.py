@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from cleanup.control import pause_state
 from kosuke.redis_client import redis_client
 from previews.engine import EngineError, engine
 
@@ -31,11 +32,17 @@ def _redis() -> None:
 ENGINE_REPORTS_KEY = "kosuke:engine-reports"
 
 
-def engine_reports_record(*, reached: list[str], unreachable: dict[str, str]) -> None:
+def engine_reports_record(
+    *, reached: list[str], unreachable: dict[str, str], running: dict[str, int] | None = None
+) -> None:
     """Record what a worker saw of each engine (when it starts, and at every sweep's list
-    calls): only workers reach the engines, so the web process answers /readyz from these."""
+    calls, with the preview containers `running` there): only workers reach the engines,
+    so the web process answers /readyz and the statistics from these."""
     now = time.time()
-    reports = {url: {"ok": True, "error": "", "at": now} for url in reached}
+    running = running or {}
+    reports = {
+        url: {"ok": True, "error": "", "at": now, "running": running.get(url)} for url in reached
+    }
     reports |= {url: {"ok": False, "error": error, "at": now} for url, error in unreachable.items()}
     if not reports:
         return
@@ -64,9 +71,15 @@ def engine_report_max_age() -> float:
     return 2 * settings.CLEANUP_INTERVAL_SECONDS + settings.DOCKER_TIMEOUT_SECONDS
 
 
+def engine_reports() -> dict[str, dict]:
+    """The latest report on each engine: {url: {"ok", "error", "at", "running"}}."""
+    reports = redis_client().hgetall(ENGINE_REPORTS_KEY)
+    return {url: json.loads(report) for url, report in reports.items()}
+
+
 def _docker() -> None:
     max_age = engine_report_max_age()
-    reports = [json.loads(report) for report in redis_client().hgetall(ENGINE_REPORTS_KEY).values()]
+    reports = list(engine_reports().values())
     fresh = [report for report in reports if time.time() - report["at"] <= max_age]
     if not fresh:
         raise RuntimeError(f"no worker reported on the Docker engine in {max_age:.0f} s")
@@ -106,10 +119,24 @@ def readiness() -> tuple[bool, dict[str, dict]]:
     return all(result["ok"] for result in results.values()), results
 
 
+def _cleanup_paused() -> str | None:
+    """Whether scheduled cleanup is paused, in words (shown, never a reason to fail)."""
+    try:
+        pause = pause_state()
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"
+    return pause.describe() if pause else None
+
+
 def readyz() -> JsonResponse:
     ready, checks = readiness()
     down = [name for name, result in checks.items() if not result["ok"]]
-    body = {"status": "ready" if ready else "unavailable", "down": down, "checks": checks}
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "down": down,
+        "checks": checks,
+        "cleanup_paused": _cleanup_paused() if checks["database"]["ok"] else None,
+    }
     return JsonResponse(body, status=200 if ready else 503)
 
 

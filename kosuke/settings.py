@@ -178,6 +178,9 @@ CELERY_BEAT_SCHEDULE = (
     if WORKER_ENABLED
     else {}
 )
+# Operators: the cron endpoint's bearer secret and Prometheus' scrape token (empty: off).
+CRON_SECRET = env.str("CRON_SECRET", default="")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # A preview panel heartbeats every ~30 s; a viewer unseen for this long has left.
 PRESENCE_PING_TIMEOUT_SECONDS = env.int("PRESENCE_PING_TIMEOUT_SECONDS", default=60)
 # How far ahead a client may set a session's keep-alive ("busy until").

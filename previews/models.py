@@ -78,6 +78,9 @@ class Preview(models.Model):
             models.Index(
                 fields=["state"], name="preview_live", condition=~models.Q(state="stopped")
             ),
+            # Previews by state for the statistics and /metrics: an index-only count, not
+            # a scan of every row (cleanup.stats).
+            models.Index(fields=["state"], name="preview_state"),
         ]
 
     def __str__(self) -> str:

@@ -47,6 +47,13 @@ class EngineListing:
     def list_calls(self) -> int:
         return len(self.reached) + len(self.unreachable)
 
+    def running_by_engine(self) -> dict[str, int]:
+        """Running preview containers on each engine reached."""
+        running = dict.fromkeys(self.reached, 0)
+        for (url, _), containers in self.containers.items():
+            running[url] += sum(container.is_running for container in containers)
+        return running
+
     def containers_of(self, preview: Preview) -> list[Container]:
         """The preview's containers on its own engine."""
         return self.containers.get((preview.engine, preview.session_id), [])

@@ -82,7 +82,7 @@ def test_one_session_only(previews_on_docker, alice):
 
 
 def test_an_unknown_session_is_a_clear_error(db):
-    with pytest.raises(CommandError, match="no chat session proj-1/nope"):
+    with pytest.raises(CommandError, match="--session: no chat session proj-1/nope"):
         _cleanup("--session", "proj-1/nope")
 
     assert not CleanupRun.objects.exists()

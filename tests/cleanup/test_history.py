@@ -56,7 +56,7 @@ def test_it_keeps_clean_runs_7_days_and_failed_runs_14_days():
     _run(td(days=8))
     _run(td(days=15), failed=2)
 
-    assert history_prune() == {"idle": 0, "completed": 1, "failed": 1}
+    assert history_prune() == {"idle": 0, "completed": 1, "failed": 1, "rollups": 0}
     assert set(CleanupRun.objects.values_list("pk", flat=True)) == {run.pk for run in kept}
 
 

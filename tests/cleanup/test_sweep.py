@@ -247,7 +247,7 @@ def test_a_stop_lost_long_ago_is_settled_as_failed_and_decided_again(previews_on
     assert _state(session) == "stopped"
 
 
-def test_a_stop_costs_four_statements_and_no_second_listing(
+def test_a_stop_costs_five_statements_and_no_second_listing(
     previews_on_docker, alice, engine_proxy
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
@@ -260,7 +260,8 @@ def test_a_stop_costs_four_statements_and_no_second_listing(
         outcome = decision_execute(decision_id=handed_out[0].pk)
 
     assert outcome == Outcome.STOPPED
-    # Read, claim, mark stopped, settle; the sweep's listing named the container to stop.
-    assert len(queries) == 4, [query["sql"] for query in queries]
+    # Read, mark begun (what a cancel races), claim, mark stopped, settle; the sweep's
+    # listing named the container to stop.
+    assert len(queries) == 5, [query["sql"] for query in queries]
     assert [request.split("/")[-1] for request in engine_proxy.requests] == ["stop?t=2"]
     assert _running_containers(previews_on_docker, session) == 0

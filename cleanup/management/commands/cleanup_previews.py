@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import threading
 from argparse import ArgumentTypeError
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
 
 from chat.models import ChatSession
-from cleanup.models import CleanupRun, StopDecision
+from chat.selectors import session_find
+from cleanup.control import Actor, action_record
+from cleanup.models import CleanupRun, OperatorAction, StopDecision
+from cleanup.stats import cleanup_stats, stats_in_words, window_parse
 from cleanup.stops import stop_inline
 from cleanup.sweep import sweep
 from cleanup.tasks import sweep_task
+from kosuke.errors import ApplicationError
+
+COMMAND_ACTOR = Actor(name=f"{getpass.getuser()} (manage.py)")
+
+
+def window_argument(text: str) -> timedelta:
+    try:
+        return window_parse(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -87,10 +103,26 @@ class Command(BaseCommand):
             "running it in this process",
         )
         parser.add_argument(
-            "--json", action="store_true", help="print the summary as one JSON object"
+            "--stats",
+            action="store_true",
+            help="sweep nothing: print the cleanup statistics (previews now, stops, failure "
+            "rate, time past the threshold, sweeps, pause) over --window",
+        )
+        parser.add_argument(
+            "--window",
+            type=window_argument,
+            default="24h",
+            metavar="WINDOW",
+            help="with --stats: the window, in hours or days such as 24h or 7d (default 24h)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print the summary (or --stats) as one JSON object"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["stats"]:
+            self._stats(options["window"], as_json=options["json"])
+            return
         session = self._session(options["session"], options["owner"])
         if options["enqueue"]:
             self._enqueue(options, session)
@@ -101,11 +133,12 @@ class Command(BaseCommand):
             threshold_minutes=options["threshold_minutes"],
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
-            session=session,
+            session_pks={session.pk} if session else None,
             concurrency=options["concurrency"],
         )
         if run is None:
             raise CommandError("another sweep is running right now; try again in a moment")
+        action_record(OperatorAction.Kind.TRIGGER, COMMAND_ACTOR, run=run, dry_run=run.dry_run)
         self._report(run, as_json=options["json"])
         if run.has_failures:
             sys.exit(1)
@@ -115,18 +148,10 @@ class Command(BaseCommand):
             if owner:
                 raise CommandError("--owner only makes sense with --session")
             return None
-        project_id, _, session_id = spec.partition("/")
-        if not project_id or not session_id:
-            raise CommandError(f"--session {spec!r}: expected PROJECT/SESSION")
-        matches = ChatSession.objects.filter(project_id=project_id, session_id=session_id)
-        if owner:
-            matches = matches.filter(owner__username=owner)
-        found = list(matches[:2])
-        if not found:
-            raise CommandError(f"no chat session {spec}" + (f" of {owner}" if owner else ""))
-        if len(found) > 1:
-            raise CommandError(f"several users have a session {spec}; add --owner USERNAME")
-        return found[0]
+        try:
+            return session_find(spec, owner=owner)
+        except ApplicationError as exc:
+            raise CommandError(f"--session: {exc.message}") from None
 
     def _enqueue(self, options: dict[str, Any], session: ChatSession | None) -> None:
         if not settings.WORKER_ENABLED:
@@ -136,7 +161,7 @@ class Command(BaseCommand):
             threshold_minutes=options["threshold_minutes"],
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
-            session_pk=session.pk if session else None,
+            session_pks=[session.pk] if session else None,
         )
         if options["json"]:
             self.stdout.write(json.dumps({"enqueued": result.id}))
@@ -171,6 +196,8 @@ class Command(BaseCommand):
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         mode = " (dry run)" if run.dry_run else ""
+        if run.note:
+            self.stdout.write(f"note: {run.note}")
         notes = [
             f"{count} {what}"
             for count, what in (
@@ -193,3 +220,10 @@ class Command(BaseCommand):
             )
         for error in run.errors:
             self.stderr.write(f"  error: {error}")
+
+    def _stats(self, window: timedelta, *, as_json: bool) -> None:
+        stats = cleanup_stats(window)
+        if as_json:
+            self.stdout.write(json.dumps(stats, cls=DjangoJSONEncoder))
+            return
+        self.stdout.write("\n".join(stats_in_words(stats)))
