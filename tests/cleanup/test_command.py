@@ -109,6 +109,7 @@ def test_enqueue_refuses_when_workers_are_disabled(db, settings):
         (["--batch-size", "0"], "--batch-size: 0 must be 1 or more"),
         (["--threshold-minutes", "soon"], "--threshold-minutes: 'soon' is not a whole number"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--stats", "--window", "5m"], "--window: window '5m': expected hours or days"),
     ],
 )
 def test_bad_arguments_get_one_clear_line(args, words):
@@ -187,3 +188,16 @@ def test_it_stops_several_previews_at_a_time(previews_on_docker, alice):
 
     assert (summary["found"], summary["stopped"], summary["failed"]) == (3, 3, 0)
     assert [Preview.objects.get(session=s).state for s in sessions] == ["stopped"] * 3
+
+
+def test_stats_are_printed_in_words_or_as_json(db):
+    from cleanup.control import Actor, cleanup_pause
+
+    cleanup_pause(Actor(name="ops"), reason="drill")
+
+    words = _cleanup("--stats", "--window", "7d")
+    stats = json.loads(_cleanup("--stats", "--json"))
+
+    assert words.splitlines()[0] == "cleanup: paused by ops: drill"
+    assert "last 168 h:" in words
+    assert stats["window"]["hours"] == 24 and stats["paused"]["reason"] == "drill"
