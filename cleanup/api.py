@@ -35,9 +35,14 @@ cron = Router(tags=["cron"], auth=None)
 RUN = "/cleanup-runs/{run_id}"
 
 
-def _staff(request: HttpRequest) -> control.Actor:
+def _staff(request: HttpRequest, *query: str) -> control.Actor:
+    """Who asks, if staff; and a refusal of query parameters the route does not know
+    (ninja passes over them: a misspelt filter would silently list everything)."""
     if not request.auth.is_staff:
         raise ApplicationError("operators only: this needs a staff user", status=403)
+    unknown = sorted(set(request.GET) - set(query))
+    if unknown:
+        raise ApplicationError(f"unknown query parameter(s): {', '.join(unknown)}", status=422)
     return control.Actor.of(request.auth)
 
 
@@ -82,7 +87,7 @@ def run_create(request: HttpRequest, body: RunRequestIn):
 @paginate(Pagination)
 def run_list(request: HttpRequest, filters: Query[RunFilters]) -> QuerySet[CleanupRun]:
     """Newest first."""
-    _staff(request)
+    _staff(request, *RunFilters.model_fields, *Pagination.Input.model_fields)
     runs = CleanupRun.objects.with_counts().order_by("-started_at", "-pk")
     if filters.trigger:
         runs = runs.filter(trigger=filters.trigger)
@@ -151,7 +156,7 @@ def resume(request: HttpRequest, body: ReasonIn):
 @ops.get("/stats")
 def stats(request: HttpRequest, window: str = "24h") -> dict:
     """Previews now, and what cleanup did in the window (`24h`, `7d`: 1h to 30d)."""
-    _staff(request)
+    _staff(request, "window")
     try:
         span = window_parse(window)
     except ValueError as exc:

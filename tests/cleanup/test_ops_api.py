@@ -177,6 +177,9 @@ BAD_QUERIES = [
     "/api/ops/stats?window=31d",
     "/api/ops/stats?window=0h",
     "/api/ops/cleanup-runs/not-a-number",
+    "/api/ops/cleanup-runs?trigger=beat&tigger=beat",
+    "/api/ops/stats?window=24h&windows=7d",
+    "/api/ops/cleanup/pause?paused=true",
 ]
 
 

@@ -138,6 +138,31 @@ def test_beat_stops_an_idle_preview_with_no_manual_trigger(processes, alice):
     assert StopDecision.objects.get().outcome == "stopped"
 
 
+def test_while_paused_beat_stops_nothing_and_after_resume_it_does(processes, alice):
+    from cleanup.control import Actor, cleanup_pause, cleanup_resume
+    from cleanup.models import CleanupRun
+
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
+    cleanup_pause(Actor(name="ops"), reason="deploy")
+    processes.worker("worker")
+    processes.beat("beat")
+
+    paused = wait_for(
+        lambda: CleanupRun.objects.filter(trigger="beat", paused=True).count() >= 2,
+        timeout=60,
+        what="two scheduled sweeps while paused",
+    )
+    assert paused and _state(session) == "running" and not StopDecision.objects.exists()
+    assert CleanupRun.objects.filter(trigger="beat", paused=True).first().note == (
+        "paused by ops: deploy; nothing stopped"
+    )
+
+    cleanup_resume(Actor(name="ops"))
+
+    wait_for(_stop_settled, timeout=60, what="the schedule to stop it once resumed")
+    assert _state(session) == "stopped"
+
+
 def test_two_beats_at_once_still_stop_each_preview_once(processes, alice):
     sessions = [
         session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=1))
