@@ -1,11 +1,46 @@
-"""ASGI entry point: the web process serves the app with an ASGI server."""
+"""ASGI entry point: the web process serves the app with an ASGI server (uvicorn).
+
+Django's handler gives each request a thread of its own for its sync parts (a sync view,
+closing the response) and starts a new one every time, plus one more to join it: under
+load that thread churn cost more than the request. This handler keeps those per-request
+threads and hands an idle one to the next request: still one thread per request at a
+time, as Django's thread-sensitive code expects, without starting any.
+"""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
-from django.core.asgi import get_asgi_application
+from asgiref.sync import ThreadSensitiveContext
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kosuke.settings")
 
-application = get_asgi_application()
+import django
+from django.core.handlers.asgi import ASGIHandler
+
+# Idle request threads kept for reuse; more are started while more requests run at once.
+IDLE_THREADS_KEPT = 64
+
+
+class ReusingThreadsASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        thread = self._idle.pop() if self._idle else ThreadPoolExecutor(1, "request")
+        try:
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < IDLE_THREADS_KEPT:
+                self._idle.append(thread)
+            else:
+                thread.shutdown(wait=False)
+
+
+django.setup(set_prefix=False)
+application = ReusingThreadsASGIHandler()

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -141,13 +142,34 @@ def readyz() -> JsonResponse:
 
 
 class HealthMiddleware:
+    """Sync and async: under ASGI a sync-only middleware would send every request through
+    a thread and back."""
+
+    sync_capable = async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method in ("GET", "HEAD"):
-            if request.path == "/healthz":
-                return JsonResponse({"status": "ok"})
-            if request.path == "/readyz":
-                return readyz()
-        return self.get_response(request)
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        check = _health_check(request)
+        return check() if check else self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        check = _health_check(request)
+        if check:
+            return await sync_to_async(check)()  # /readyz waits on PostgreSQL and Redis
+        return await self.get_response(request)
+
+
+def _healthz() -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _health_check(request: HttpRequest) -> Callable[[], JsonResponse] | None:
+    if request.method not in ("GET", "HEAD"):
+        return None
+    return {"/healthz": _healthz, "/readyz": readyz}.get(request.path)

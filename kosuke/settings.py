@@ -34,21 +34,26 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "kosuke.apps.KosukeConfig",
     "chat",
     "previews",
     "cleanup",
 ]
 
+# Django's own, and WhiteNoise, as subclasses that do not hop to a thread for each hook
+# under ASGI (kosuke.middleware). Django's deploy checks look for its own paths; the
+# project's check kosuke.W001 looks for these instead.
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 MIDDLEWARE = [
     "kosuke.health.HealthMiddleware",  # first: /healthz and /readyz answer any Host, any scheme
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "kosuke.middleware.SecurityMiddleware",
+    "kosuke.middleware.StaticFilesMiddleware",
+    "kosuke.middleware.SessionMiddleware",
+    "kosuke.middleware.CommonMiddleware",
+    "kosuke.middleware.CsrfViewMiddleware",
+    "kosuke.middleware.AuthenticationMiddleware",
+    "kosuke.middleware.MessageMiddleware",
+    "kosuke.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "kosuke.urls"
@@ -74,11 +79,22 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default="postgres://kosuke@localhost:5432/kosuke")
 }
-# 0: the ASGI web process must not keep connections per thread (Django's advice).
+# 0: no connection kept per thread (Django's advice under ASGI); the pool below keeps them.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Fail fast when the database is unreachable instead of hanging a request or a task.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+# Connections per web process, kept open and shared by its requests (psycopg's pool) so a
+# request never opens one; 0 turns the pool off. Workers and beat never use it (a pool
+# does not survive prefork's fork: kosuke.celery). PostgreSQL's max_connections must
+# cover web processes x this + worker processes + a few.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
+if DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": 10,  # seconds a request waits for a free connection, then 503
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://localhost:6379/0")
@@ -178,6 +194,9 @@ CELERY_BEAT_SCHEDULE = (
     if WORKER_ENABLED
     else {}
 )
+# Seconds a web process remembers a valid API token (no query per request); a token
+# revoked in another process stops working at most this much later. 0: look up each time.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=30)
 # Operators: the cron endpoint's bearer secret and Prometheus' scrape token (empty: off).
 CRON_SECRET = env.str("CRON_SECRET", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

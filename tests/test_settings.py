@@ -45,3 +45,13 @@ def test_production_settings_pass_the_deploy_checks():
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_the_deploy_checks_miss_no_protective_middleware(settings):
+    from kosuke.checks import middleware_in_place
+
+    assert middleware_in_place(None) == []
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith("CsrfViewMiddleware")]
+
+    [warning] = middleware_in_place(None)
+    assert warning.id == "kosuke.W001" and "security.W003" in warning.msg
