@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: django-ninja reads these annotations at runtime
 # (through decorators such as @paginate, whose module cannot resolve our names).
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.pagination import paginate
@@ -19,6 +20,7 @@ from chat.schemas import (
     SessionOut,
     SessionUpdateIn,
 )
+from kosuke.auth import AsyncApiTokenAuth, BrowserSessionAuth
 from kosuke.pagination import Pagination
 
 router = Router(tags=["chat"])
@@ -64,8 +66,11 @@ def session_delete(request: HttpRequest, project_id: PathId, session_id: PathId)
 
 @router.post(SESSION, response={201: MessageOut})
 def message_send(request: HttpRequest, project_id: PathId, session_id: PathId, body: MessageIn):
-    session = _session(request, project_id, session_id)
-    return Status(201, services.message_send(session=session, content=body.content, role=body.role))
+    # One transaction: find the session, insert the message, bump the activity.
+    with transaction.atomic():
+        session = _session(request, project_id, session_id)
+        message = services.message_send(session=session, content=body.content, role=body.role)
+    return Status(201, message)
 
 
 @router.get(f"{SESSION}/messages", response=list[MessageOut])
@@ -74,7 +79,17 @@ def message_list(request: HttpRequest, project_id: PathId, session_id: PathId) -
     return selectors.message_list(session=_session(request, project_id, session_id))
 
 
-@router.post(f"{SESSION}/heartbeat", response=PresenceOut)
-def heartbeat(request: HttpRequest, project_id: PathId, session_id: PathId, body: HeartbeatIn):
-    session = _session(request, project_id, session_id)
-    return presence.heartbeat_record(session_pk=session.pk, client_id=body.client_id)
+@router.post(
+    f"{SESSION}/heartbeat",
+    response=PresenceOut,
+    auth=[AsyncApiTokenAuth(), BrowserSessionAuth()],
+)
+async def heartbeat(
+    request: HttpRequest, project_id: PathId, session_id: PathId, body: HeartbeatIn
+):
+    """The hottest route (every open preview panel, every ~30 s): async, and no database
+    work once this process knows the token and the session; presence lives in Redis."""
+    session_pk = await selectors.session_pk_get_async(
+        owner=request.auth, project_id=project_id, session_id=session_id
+    )
+    return await presence.heartbeat_record(session_pk=session_pk, client_id=body.client_id)

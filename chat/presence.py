@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis
+import redis.asyncio
 from django.conf import settings
 from django.utils import timezone
 
-from kosuke.redis_client import redis_client
+from kosuke.redis_client import async_redis_client, redis_client
 
 PRESENCE_RETENTION = timedelta(days=1)
 
@@ -34,19 +36,38 @@ def _key(session_pk: int) -> str:
 LAST_SEEN_KEY = "presence:last-seen"
 
 
-def heartbeat_record(*, session_pk: int, client_id: str, now: datetime | None = None) -> Presence:
-    """Mark `client_id` as viewing the session's preview now; returns the session's presence."""
+async def heartbeat_record(
+    *, session_pk: int, client_id: str, now: datetime | None = None
+) -> Presence:
+    """Mark `client_id` as viewing the session's preview now; returns the session's
+    presence. One round trip to Redis, awaited: the heartbeat is the API's hottest route."""
     now = now or timezone.now()
     key = _key(session_pk)
-    with redis_client().pipeline() as pipe:
+    async with async_redis_client().pipeline(transaction=False) as pipe:
         forgotten = (now - PRESENCE_RETENTION).timestamp()
         pipe.zadd(key, {client_id: now.timestamp()})
         pipe.zremrangebyscore(key, "-inf", forgotten)
         pipe.expire(key, PRESENCE_RETENTION)
         pipe.zadd(LAST_SEEN_KEY, {str(session_pk): now.timestamp()}, gt=True)
         pipe.zremrangebyscore(LAST_SEEN_KEY, "-inf", forgotten)
-        pipe.execute()
-    return sessions_presence([session_pk], now=now)[session_pk]
+        _presence_commands(pipe, session_pk, now)
+        *_, viewers, latest = await pipe.execute()
+    return _presence(viewers, latest)
+
+
+def _presence_commands(
+    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, session_pk: int, now: datetime
+) -> None:
+    """Queue what a session's presence is read from: viewers seen within the ping timeout,
+    and the latest of them."""
+    seen_since = (now - timedelta(seconds=settings.PRESENCE_PING_TIMEOUT_SECONDS)).timestamp()
+    pipe.zcount(_key(session_pk), seen_since, "+inf")
+    pipe.zrange(_key(session_pk), -1, -1, withscores=True)
+
+
+def _presence(viewers: int, latest: list[tuple[str, float]]) -> Presence:
+    last_seen_at = datetime.fromtimestamp(latest[0][1], tz=UTC) if latest else None
+    return Presence(viewers=viewers, last_seen_at=last_seen_at)
 
 
 def sessions_presence(
@@ -55,17 +76,14 @@ def sessions_presence(
     """Presence of many sessions in one round trip to Redis."""
     now = now or timezone.now()
     pks = list(session_pks)
-    seen_since = (now - timedelta(seconds=settings.PRESENCE_PING_TIMEOUT_SECONDS)).timestamp()
     with redis_client().pipeline(transaction=False) as pipe:
         for pk in pks:
-            pipe.zcount(_key(pk), seen_since, "+inf")
-            pipe.zrange(_key(pk), -1, -1, withscores=True)
+            _presence_commands(pipe, pk, now)
         replies = pipe.execute()
-    presence = {}
-    for pk, viewers, latest in zip(pks, replies[::2], replies[1::2], strict=True):
-        last_seen_at = datetime.fromtimestamp(latest[0][1], tz=UTC) if latest else None
-        presence[pk] = Presence(viewers=viewers, last_seen_at=last_seen_at)
-    return presence
+    return {
+        pk: _presence(viewers, latest)
+        for pk, viewers, latest in zip(pks, replies[::2], replies[1::2], strict=True)
+    }
 
 
 def sessions_last_seen(session_pks: Iterable[int]) -> dict[int, datetime | None]:

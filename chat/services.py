@@ -128,9 +128,10 @@ def message_send(
     role: str = ChatMessage.Role.USER,
     now: datetime | None = None,
 ) -> ChatMessage:
-    """Store a message and record the activity in the same transaction."""
+    """Store a message and record the activity in the same transaction (the caller's, if
+    it has one: no savepoint)."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         message = ChatMessage.objects.create(
             session=session, role=role, content=content, created_at=now
         )

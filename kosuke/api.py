@@ -16,34 +16,17 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import HttpBearer, SessionAuth
 
 from chat.api import router as chat_router
-from chat.tokens import api_token_user
 from cleanup.api import cron as cron_router
 from cleanup.api import ops as ops_router
+from kosuke.auth import ApiTokenAuth, BrowserSessionAuth
 from kosuke.errors import ApplicationError
 from previews.api import router as previews_router
 
 logger = logging.getLogger(__name__)
 # Seconds a client should wait before trying again when a store is down.
 RETRY_AFTER_SECONDS = 5
-
-
-class ApiTokenAuth(HttpBearer):
-    """`Authorization: Bearer <token>` with a token from `create_api_token` or the admin."""
-
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        return api_token_user(token)
-
-
-class BrowserSessionAuth(SessionAuth):
-    """A logged-in browser; CSRF is checked only once there is a session to protect."""
-
-    def _get_key(self, request: HttpRequest) -> str | None:
-        if not request.user.is_authenticated:
-            return None
-        return super()._get_key(request)
 
 
 ERROR_SCHEMA = {

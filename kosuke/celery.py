@@ -26,8 +26,17 @@ def _component(name: str) -> None:
     sentry_component(name)
 
 
+def _database_pool_off() -> None:
+    """Workers and beat open a connection per task instead: a pool's connections and
+    threads do not survive prefork's fork, and no task is hot enough to need one."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["OPTIONS"].pop("pool", None)
+
+
 @signals.celeryd_init.connect
 def _worker_init(**_: Any) -> None:
+    _database_pool_off()
     _component("worker")
 
 
@@ -45,6 +54,7 @@ _in_beat = False
 def _beat_init(**_: Any) -> None:
     global _in_beat
     _in_beat = True
+    _database_pool_off()
     _component("beat")
 
 

@@ -70,6 +70,7 @@ def test_sending_a_message_records_activity(alice):
     assert session.last_activity_at == now == message.created_at
 
 
+@pytest.mark.django_db(transaction=True)  # the service's own transaction, not the test's
 def test_a_failed_message_write_leaves_activity_alone(alice):
     # The message and the activity share one transaction: a message that cannot be
     # stored (here: NUL bytes, which PostgreSQL text refuses) must not bump activity.

@@ -97,13 +97,15 @@ def test_an_unreachable_database_is_a_json_503_with_retry_after(alice, alice_api
 
     real = connection.settings_dict.copy()
     connection.close()
+    connection.close_pool()  # its open connections would still reach the real server
     # A socket folder where no PostgreSQL listens: connecting fails as when it is down.
     connection.settings_dict.update({"HOST": str(tmp_path), "PORT": ""})
     connection.settings_dict["OPTIONS"] = {**real["OPTIONS"], "host": str(tmp_path)}
     try:
-        response = alice_api.post(f"{SESSION}/heartbeat", {"client_id": "tab"}, "application/json")
+        response = alice_api.post(SESSION, {"content": "hello"}, "application/json")
     finally:
         connection.close()
+        connection.close_pool()
         connection.settings_dict.clear()
         connection.settings_dict.update(real)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta as td
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -12,6 +13,9 @@ from django.utils import timezone
 from chat.presence import heartbeat_record, sessions_presence
 from kosuke.redis_client import redis_client
 from tests.builders import chat_session_create
+
+# The heartbeat is async (it serves the hottest route); these tests call it from sync code.
+record = async_to_sync(heartbeat_record)
 
 pytestmark = pytest.mark.django_db
 
@@ -30,9 +34,9 @@ def test_it_counts_each_client_once(alice):
     now = timezone.now()
     session = chat_session_create(alice)
 
-    heartbeat_record(session_pk=session.pk, client_id="tab-1", now=now - td(seconds=20))
-    heartbeat_record(session_pk=session.pk, client_id="tab-1", now=now - td(seconds=5))
-    presence = heartbeat_record(session_pk=session.pk, client_id="tab-2", now=now)
+    record(session_pk=session.pk, client_id="tab-1", now=now - td(seconds=20))
+    record(session_pk=session.pk, client_id="tab-1", now=now - td(seconds=5))
+    presence = record(session_pk=session.pk, client_id="tab-2", now=now)
 
     assert presence.viewers == 2
     assert presence.last_seen_at == now
@@ -42,8 +46,8 @@ def test_a_client_silent_past_the_ping_timeout_is_no_longer_a_viewer(alice, sett
     settings.PRESENCE_PING_TIMEOUT_SECONDS = 60
     now = timezone.now()
     session = chat_session_create(alice)
-    heartbeat_record(session_pk=session.pk, client_id="gone", now=now - td(seconds=61))
-    heartbeat_record(session_pk=session.pk, client_id="here", now=now - td(seconds=59))
+    record(session_pk=session.pk, client_id="gone", now=now - td(seconds=61))
+    record(session_pk=session.pk, client_id="here", now=now - td(seconds=59))
 
     presence = sessions_presence([session.pk], now=now)[session.pk]
 
@@ -54,7 +58,7 @@ def test_a_client_silent_past_the_ping_timeout_is_no_longer_a_viewer(alice, sett
 def test_it_remembers_when_the_last_viewer_left(alice):
     now = timezone.now()
     session = chat_session_create(alice)
-    heartbeat_record(session_pk=session.pk, client_id="tab-1", now=now - td(minutes=10))
+    record(session_pk=session.pk, client_id="tab-1", now=now - td(minutes=10))
 
     presence = sessions_presence([session.pk], now=now)[session.pk]
 
@@ -66,7 +70,7 @@ def test_it_reads_many_sessions_in_one_round_trip(alice):
     now = timezone.now()
     watched = chat_session_create(alice, session_id="watched")
     unwatched = chat_session_create(alice, session_id="unwatched")
-    heartbeat_record(session_pk=watched.pk, client_id="tab-1", now=now)
+    record(session_pk=watched.pk, client_id="tab-1", now=now)
 
     presence = sessions_presence([watched.pk, unwatched.pk], now=now)
 
@@ -76,7 +80,7 @@ def test_it_reads_many_sessions_in_one_round_trip(alice):
 def test_presence_expires_from_redis(alice):
     session = chat_session_create(alice)
 
-    heartbeat_record(session_pk=session.pk, client_id="tab-1")
+    record(session_pk=session.pk, client_id="tab-1")
 
     assert 0 < redis_client().ttl(f"presence:session:{session.pk}") <= 24 * 3600
 
