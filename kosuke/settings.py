@@ -90,6 +90,9 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 # cover web processes x this + worker processes + a few.
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
 if DATABASE_POOL_MAX_SIZE:
+    # No check before each checkout (it costs a round trip per request): a connection
+    # that broke (PostgreSQL restarted) fails its request with a 503 and leaves the pool.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_MAX_SIZE,
