@@ -53,7 +53,8 @@ def decision_settle(
         return False
     decision.outcome, decision.outcome_detail, decision.settled_at = outcome, detail, now
     session = f"{decision.project_id}/{decision.session_id}"
-    logger.info("stop %s: %s (%s)", session, outcome, detail, extra={"session": session})
+    words = outcome if detail in ("", outcome) else f"{outcome} ({detail})"
+    logger.info("stop %s: %s", session, words, extra={"session": session})
     handout_clear(decision.pk)
     progress_stop_settled(decision)
     metrics_stops_settled([decision])

@@ -88,6 +88,30 @@ def test_an_unknown_session_is_a_clear_error(db):
     assert not CleanupRun.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--session", "proj-1/nope"], "--session: no chat session proj-1/nope"),
+        (["--session", "no-slash"], "--session: session 'no-slash': expected PROJECT/SESSION"),
+        (["--owner", "admin"], "--owner only makes sense with --session"),
+    ],
+)
+def test_every_bad_argument_exits_2_with_one_line(db, args, words):
+    # Exit 1 means a stop failed; a bad argument is 2, whether argparse or the database
+    # finds it.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cleanup_previews", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url_for_processes()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and words in result.stderr
+
+
 def test_enqueue_hands_the_sweep_to_the_workers(db):
     out = _cleanup("--enqueue", "--json")
 

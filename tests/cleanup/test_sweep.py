@@ -43,11 +43,15 @@ def _running_containers(docker_client, session) -> int:
     return len(docker_client.containers.list(filters={"label": label}))
 
 
-def test_it_stops_inactive_previews_and_leaves_active_ones(previews_on_docker, alice):
+def test_it_stops_inactive_previews_and_leaves_active_ones(previews_on_docker, alice, caplog):
     idle = session_with_running_preview(alice, session_id="idle", idle_for=td(minutes=45))
     busy = session_with_running_preview(alice, session_id="busy", idle_for=td(minutes=5))
 
-    run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+    with caplog.at_level("INFO", logger="cleanup.stops"):
+        run = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+
+    stops = [r.getMessage() for r in caplog.records if r.name == "cleanup.stops"]
+    assert stops == ["stop proj-1/idle: stopped"]  # said once, not "stopped (stopped)"
 
     assert (_state(idle), _state(busy)) == ("stopped", "running")
     assert _running_containers(previews_on_docker, idle) == 0

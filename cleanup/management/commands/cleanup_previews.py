@@ -146,16 +146,18 @@ class Command(BaseCommand):
     def _session(self, spec: str | None, owner: str | None) -> ChatSession | None:
         if spec is None:
             if owner:
-                raise CommandError("--owner only makes sense with --session")
+                raise CommandError("--owner only makes sense with --session", returncode=2)
             return None
         try:
             return session_find(spec, owner=owner)
         except ApplicationError as exc:
-            raise CommandError(f"--session: {exc.message}") from None
+            raise CommandError(f"--session: {exc.message}", returncode=2) from None
 
     def _enqueue(self, options: dict[str, Any], session: ChatSession | None) -> None:
         if not settings.WORKER_ENABLED:
-            raise CommandError("workers are disabled (WORKER_ENABLED=false); run without --enqueue")
+            raise CommandError(
+                "workers are disabled (WORKER_ENABLED=false); run without --enqueue", returncode=2
+            )
         result = sweep_task.delay(
             trigger=CleanupRun.Trigger.COMMAND,
             threshold_minutes=options["threshold_minutes"],
