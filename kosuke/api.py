@@ -98,8 +98,11 @@ def _error(request: HttpRequest, status: int, message: str, **extra: Any) -> Htt
 
 
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{where}: {error.get('msg', 'invalid')}"
+    """`body.idle_timeout_minutes: Input should be ...`: ninja's location names the source,
+    then the view's parameter ("body" again for a body), then the field; said once."""
+    parts = [str(part) for part in error.get("loc", ())]
+    where = [part for n, part in enumerate(parts) if n == 0 or part != parts[n - 1]]
+    return f"{'.'.join(where)}: {error.get('msg', 'invalid')}"
 
 
 @api.exception_handler(ApplicationError)

@@ -1,6 +1,7 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps.
 
-Run: celery -A kosuke worker -Q sweeps,stops,previews | celery -A kosuke beat
+Run: celery -A kosuke worker (every queue; -Q sweeps,stops,previews splits them) |
+     celery -A kosuke beat
      celery -A kosuke flower
 """
 

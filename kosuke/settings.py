@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -159,6 +160,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # history of runs and decisions lives in PostgreSQL (see cleanup.history).
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 # Sweeps and stops have their own queues, so a long fan-out never delays the next sweep.
+# Declared, so that a plain `celery -A kosuke worker` consumes all three; `-Q` still
+# splits them between workers.
+CELERY_TASK_QUEUES = [Queue("sweeps"), Queue("stops"), Queue("previews")]
 CELERY_TASK_DEFAULT_QUEUE = "sweeps"
 CELERY_TASK_ROUTES = {
     "cleanup.stop_preview": {"queue": "stops"},

@@ -113,3 +113,13 @@ def test_an_unreachable_database_is_a_json_503_with_retry_after(alice, alice_api
     assert response["Content-Type"] == "application/json; charset=utf-8"
     assert response["Retry-After"] == "5"
     assert response.json()["error"].startswith("database (PostgreSQL) unavailable")
+
+
+def test_a_validation_message_names_the_field_once(alice, alice_api):
+    chat_session_create(alice)
+
+    response = alice_api.put(SESSION, {"idle_timeout_minutes": 0}, "application/json")
+
+    assert response.json()["error"] == (
+        "body.idle_timeout_minutes: Input should be greater than or equal to 1"
+    )

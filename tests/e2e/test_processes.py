@@ -36,12 +36,12 @@ class Processes:
     def __init__(self, log_dir: Path, env: dict[str, str]):
         self.log_dir, self.env, self.started = log_dir, env, []
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
         process = subprocess.Popen(
             [*CELERY, *args],
-            cwd=ROOT,
-            env=self.env,
+            cwd=cwd,
+            env={**self.env, "PYTHONPATH": str(ROOT)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -161,6 +161,19 @@ def test_while_paused_beat_stops_nothing_and_after_resume_it_does(processes, ali
 
     wait_for(_stop_settled, timeout=60, what="the schedule to stop it once resumed")
     assert _state(session) == "stopped"
+
+
+def test_the_product_cards_plain_commands_stop_an_idle_preview(processes, alice, tmp_path):
+    """`celery -A kosuke worker` and `celery -A kosuke beat`, nothing more: the worker
+    serves every queue the system uses (beat's schedule file goes to the working dir)."""
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
+    processes.start("worker", "worker", cwd=tmp_path)
+    processes.start("beat", "beat", cwd=tmp_path)
+
+    wait_for(_stop_settled, timeout=90, what="the plain worker and beat to stop it")
+
+    assert _state(session) == "stopped"
+    assert StopDecision.objects.get().outcome == "stopped"
 
 
 def test_two_beats_at_once_still_stop_each_preview_once(processes, alice):

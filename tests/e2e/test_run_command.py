@@ -134,6 +134,9 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     )
     assert sweeps[0]["state"] in ("RECEIVED", "STARTED", "SUCCESS")
     started = run_command.processes()
+    # Flower reads its password from the environment, not from its command line.
+    command_lines = [" ".join(p.cmdline()) for p in started if p.is_running()]
+    assert command_lines and not any(flower_auth[1] in line for line in command_lines)
     print(f"first start to /readyz 200: {first_start:.1f} s")
     for name, mib in _memory_by_process(started).items():
         print(f"  {mib:4d} MiB  {name}")
