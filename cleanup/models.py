@@ -103,6 +103,9 @@ class CleanupRun(models.Model):
     )
 
     objects = CleanupRunQuerySet.as_manager()
+    # Not stored: the previews the sweep kept running and why ("session", Decision), for
+    # whoever ran it to read (only stops are recorded as decisions).
+    kept: list = ()
 
     class Meta:
         indexes = [models.Index(fields=["-started_at"], name="cleanup_run_recent")]

@@ -82,6 +82,7 @@ class _Verdicts:
     """What step 5 concluded: the stops due, longest idle first, and what it could not do."""
 
     to_stop: list[tuple[Preview, Decision, list[Container]]] = field(default_factory=list)
+    kept: list[tuple[Preview, Decision]] = field(default_factory=list)
     undecided: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
 
@@ -135,6 +136,8 @@ def _decide_each(
             continue
         if decision.stop:
             verdicts.to_stop.append((preview, decision, running))
+        else:
+            verdicts.kept.append((preview, decision))
     # Longest idle first: when the batch is full, the freshest sessions wait.
     verdicts.to_stop.sort(key=lambda verdict: verdict[0].session.last_activity_at)
     return verdicts
@@ -252,9 +255,11 @@ def run_sweep(
             return CleanupRun.objects.get(pk=run.pk)
         _save(run, "started_at")
         policy = Policy.from_settings(threshold_minutes=run.threshold_minutes)
-        new, again = _sweep(run, policy, session_pks, held.lost)
+        new, again, kept = _sweep(run, policy, session_pks, held.lost)
         _hand_out(run, new, again, dispatch, concurrency)
-    return CleanupRun.objects.get(pk=run.pk)
+    swept = CleanupRun.objects.get(pk=run.pk)
+    swept.kept = [(str(preview.session), decision) for preview, decision in kept]
+    return swept
 
 
 # What a sweep writes of its run; never `cancelled_at`, which an operator may set meanwhile.
@@ -299,9 +304,9 @@ def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
 
 def _sweep(
     run: CleanupRun, policy: Policy, session_pks: set[int] | None, lock_lost: threading.Event
-) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]]]:
-    """Steps 1-8 but the handing out; returns the new pending decisions and the older ones
-    to hand out again."""
+) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]], list[tuple[Preview, Decision]]]:
+    """Steps 1-8 but the handing out; returns the new pending decisions, the older ones
+    to hand out again, and the previews kept running with the decision to keep them."""
     clock, now = time.monotonic(), run.started_at
     progress_publish(run, "started")
     lost = decisions_settle_lost(now)
@@ -369,7 +374,7 @@ def _sweep(
         # Cancelled while deciding: the cancel may have missed these decisions.
         decisions_cancel(run, run_cancel_detail(run))
         new = []
-    return new, again
+    return new, again, verdicts.kept
 
 
 def _hand_out(

@@ -225,3 +225,18 @@ def test_stats_are_printed_in_words_or_as_json(db):
     assert words.splitlines()[0] == "cleanup: paused by ops: drill"
     assert "last 168 h:" in words
     assert stats["window"]["hours"] == 24 and stats["paused"]["reason"] == "drill"
+
+
+def test_a_dry_run_of_one_session_says_why_it_is_kept(previews_on_docker, alice):
+    session_with_running_preview(alice, session_id="busy", idle_for=td(minutes=5))
+
+    words = _cleanup("--session", "proj-1/busy", "--dry-run")
+    as_json = json.loads(_cleanup("--session", "proj-1/busy", "--dry-run", "--json"))
+
+    assert "  keep      proj-1/busy: idle: last activity 5 min ago" in words.splitlines()
+    assert as_json["kept"] == [
+        {"session": "proj-1/busy", "level": "idle", "reason": "idle: last activity 5 min ago"}
+    ]
+    everyone = _cleanup("--dry-run", "--verbosity", "2")
+    assert "proj-1/busy: idle: last activity 5 min ago" in everyone
+    assert "keep" not in _cleanup("--dry-run")  # without -v 2, only what was found

@@ -85,7 +85,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--session",
             metavar="PROJECT/SESSION",
-            help="only this session's preview (add --owner when several users have these ids)",
+            help="only this session's preview (add --owner when several users have these ids); "
+            "prints its decision and why, stop or keep (-v 2 does that for every preview)",
         )
         parser.add_argument("--owner", metavar="USERNAME", help="the owner of --session")
         parser.add_argument(
@@ -139,7 +140,8 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError("another sweep is running right now; try again in a moment")
         action_record(OperatorAction.Kind.TRIGGER, COMMAND_ACTOR, run=run, dry_run=run.dry_run)
-        self._report(run, as_json=options["json"])
+        show_kept = session is not None or options["verbosity"] >= 2
+        self._report(run, as_json=options["json"], show_kept=show_kept)
         if run.has_failures:
             sys.exit(1)
 
@@ -190,10 +192,14 @@ class Command(BaseCommand):
 
         return dispatch_with_progress
 
-    def _report(self, run: CleanupRun, *, as_json: bool) -> None:
+    def _report(self, run: CleanupRun, *, as_json: bool, show_kept: bool) -> None:
         summary = run.summary()
+        kept = [
+            {"session": session, "level": decision.level, "reason": decision.reason}
+            for session, decision in (run.kept if show_kept else ())
+        ]
         if as_json:
-            self.stdout.write(json.dumps(summary))
+            self.stdout.write(json.dumps(summary | ({"kept": kept} if show_kept else {})))
             return
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -220,6 +226,8 @@ class Command(BaseCommand):
                 f"{decision.reason}"
                 + (f" ({decision.outcome_detail})" if decision.outcome_detail else "")
             )
+        for preview in kept:
+            self.stdout.write(f"  {'keep':9} {preview['session']}: {preview['reason']}")
         for error in run.errors:
             self.stderr.write(f"  error: {error}")
 
