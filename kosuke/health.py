@@ -8,6 +8,7 @@ Host header and without an HTTPS redirect.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ def _redis() -> None:
     redis_client().ping()
 
 
+logger = logging.getLogger(__name__)
 ENGINE_REPORTS_KEY = "kosuke:engine-reports"
 
 
@@ -138,7 +140,13 @@ def readyz() -> JsonResponse:
         "checks": checks,
         "cleanup_paused": _cleanup_paused() if checks["database"]["ok"] else None,
     }
-    return JsonResponse(body, status=200 if ready else 503)
+    response = JsonResponse(body, status=200 if ready else 503)
+    if not ready:
+        # Not an error of this request (start-up polls, a store away): one warning line
+        # naming what is down, instead of Django's ERROR "Service Unavailable".
+        logger.warning("not ready: %s down", ", ".join(down))
+        response._has_been_logged = True
+    return response
 
 
 class HealthMiddleware:

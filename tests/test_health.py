@@ -54,18 +54,22 @@ def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path):
     assert settings.DOCKER_HOST in response.json()["checks"]["docker"]["error"]
 
 
-def test_readyz_names_a_redis_that_is_down(client, settings, previews_on_docker):
+def test_readyz_names_a_redis_that_is_down(client, settings, previews_on_docker, caplog):
     # Redis also carries the workers' engine reports: both are named.
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SOCKET_TIMEOUT_SECONDS = 0.5
     redis_client.cache_clear()
     try:
-        response = client.get("/readyz")
+        with caplog.at_level("INFO"):
+            response = client.get("/readyz")
     finally:
         redis_client.cache_clear()
 
     assert response.status_code == 503
     assert response.json()["down"] == ["redis", "docker"]
+    # One warning, not an ERROR per poll (load balancers poll it while things start).
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged == [("WARNING", "not ready: redis, docker down")]
 
 
 def test_readyz_names_a_database_that_is_down(tmp_path):
