@@ -30,7 +30,7 @@ from cleanup.decisions import Policy, viewer_has_left
 from cleanup.metrics import sweeps_skipped_since
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.rollups import LATE_BUCKET_EDGES, decision_groups
-from kosuke.health import engine_report_max_age, engine_reports
+from kosuke.health import engine_report_fresh, engine_reports
 from previews.models import Preview, PreviewState, StopReason
 
 logger = logging.getLogger(__name__)
@@ -126,12 +126,11 @@ def _engines(running_by_engine: Counter[str]) -> list[dict]:
     except redis.RedisError as exc:
         logger.warning("statistics: engine reports unavailable: %s", exc)
         reports = {}
-    max_age = engine_report_max_age()
     engines = []
     for url in sorted(set(reports) | set(running_by_engine)):
         report = reports.get(url, {})
         at = report.get("at")
-        fresh = at is not None and timezone.now().timestamp() - at <= max_age
+        fresh = engine_report_fresh(report)
         engines.append(
             {
                 "engine": url,

@@ -80,11 +80,15 @@ def engine_reports() -> dict[str, dict]:
     return {url: json.loads(report) for url, report in reports.items()}
 
 
+def engine_report_fresh(report: dict) -> bool:
+    """Whether a worker's report on an engine is recent enough to go by."""
+    return "at" in report and time.time() - report["at"] <= engine_report_max_age()
+
+
 def _docker() -> None:
-    max_age = engine_report_max_age()
-    reports = list(engine_reports().values())
-    fresh = [report for report in reports if time.time() - report["at"] <= max_age]
+    fresh = [report for report in engine_reports().values() if engine_report_fresh(report)]
     if not fresh:
+        max_age = engine_report_max_age()
         raise RuntimeError(f"no worker reported on the Docker engine in {max_age:.0f} s")
     failing = [report["error"] for report in fresh if not report["ok"]]
     if failing:
