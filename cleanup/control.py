@@ -21,6 +21,7 @@ from cleanup.handout import handout_clear
 from cleanup.metrics import metrics_stops_settled
 from cleanup.models import CleanupRun, OperatorAction, StopDecision
 from cleanup.progress import progress_stop_settled
+from kosuke.database import connection_give_back
 from kosuke.errors import ApplicationError
 
 
@@ -238,4 +239,5 @@ def run_wait(run: CleanupRun, timeout: float, *, poll: float = 0.2) -> CleanupRu
         run = CleanupRun.objects.with_counts().select_related("retry_of").get(pk=run.pk)
         if run.is_finished or time.monotonic() >= deadline:
             return run
+        connection_give_back()
         time.sleep(poll)

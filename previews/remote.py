@@ -11,6 +11,7 @@ from celery.exceptions import TimeoutError as ReplyTimeout
 from django.conf import settings
 
 from chat.models import ChatSession
+from kosuke.database import connection_give_back
 from kosuke.errors import ApplicationError
 from previews.services import PreviewAction
 from previews.tasks import preview_request_task
@@ -26,12 +27,13 @@ def preview_ask(*, session: ChatSession, action: PreviewAction, actor: str = "")
         kwargs={"session_pk": session.pk, "action": action.value, "actor": actor},
         expires=timeout,
     )
+    connection_give_back()
     try:
         reply = result.get(timeout=timeout)
     except ReplyTimeout:
         raise ApplicationError(
             f"no worker answered within {timeout:.0f} s; previews need a running worker "
-            "(celery -A kosuke worker -Q sweeps,stops,previews)",
+            "(celery -A kosuke worker)",
             status=503,
         ) from None
     finally:
