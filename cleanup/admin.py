@@ -60,7 +60,7 @@ class StopDecisionInline(admin.TabularInline):
 
 class OperatorActionInline(admin.TabularInline):
     model = OperatorAction
-    fields = ("at", "kind", "actor_name", "reason", "details")
+    fields = ("at", "kind", "actor_name", "reason", "details_in_words")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -114,7 +114,7 @@ class CleanupRunAdmin(ReadOnlyAdmin):
 class OperatorActionAdmin(ReadOnlyAdmin):
     """Who paused, resumed, triggered, cancelled, retried or deleted, when and why."""
 
-    list_display = ("at", "kind", "actor_name", "run_number", "reason", "until", "details")
+    list_display = ("at", "kind", "actor_name", "run_number", "reason", "until", "details_in_words")
     list_filter = ("kind", "at")
     search_fields = ("actor_name", "reason")
     date_hierarchy = "at"

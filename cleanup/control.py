@@ -20,7 +20,7 @@ from django.utils import timezone
 from cleanup.handout import handout_clear
 from cleanup.metrics import metrics_stops_settled
 from cleanup.models import CleanupRun, OperatorAction, StopDecision
-from cleanup.progress import progress_stop_settled
+from cleanup.progress import progress_pause_changed, progress_stop_settled
 from kosuke.database import connection_give_back
 from kosuke.errors import ApplicationError
 
@@ -104,13 +104,16 @@ def cleanup_pause(actor: Actor, *, reason: str = "", until: datetime | None = No
     if until is not None and until <= now:
         raise ApplicationError("'until' must be in the future", status=400)
     action_record(OperatorAction.Kind.PAUSE, actor, reason=reason, until=until, now=now)
-    return Pause(by=actor.name, reason=reason, since=now, until=until)
+    pause = Pause(by=actor.name, reason=reason, since=now, until=until)
+    progress_pause_changed(pause.as_dict())
+    return pause
 
 
 def cleanup_resume(actor: Actor, *, reason: str = "") -> Pause | None:
     """Resume scheduled cleanup; returns the pause it ended (None: it was not paused)."""
     ended = pause_state()
     action_record(OperatorAction.Kind.RESUME, actor, reason=reason, was_paused=ended is not None)
+    progress_pause_changed(None)
     return ended
 
 
@@ -179,7 +182,7 @@ def decisions_cancel(run: CleanupRun, detail: str, *, now: datetime | None = Non
         decisions = list(
             StopDecision.objects.select_for_update()
             .filter(run=run, outcome=Outcome.PENDING, began_at__isnull=True)
-            .only("run_id", "project_id", "session_id", "stop_reason")
+            .only("run_id", "project_id", "session_id", "stop_reason", "reason", "level")
         )
         StopDecision.objects.filter(pk__in=[d.pk for d in decisions]).update(
             outcome=Outcome.CANCELLED, outcome_detail=detail, settled_at=now

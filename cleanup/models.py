@@ -338,6 +338,18 @@ class OperatorAction(models.Model):
         run = f" run {self.run_number}" if self.run_number else ""
         return f"{self.actor_name} {self.kind}{run} at {self.at:%Y-%m-%d %H:%M:%S}"
 
+    @property
+    def details_in_words(self) -> str:
+        """What the details say, for people: "cancelled 2, under way 4", "dry run"."""
+        words = []
+        for key, value in self.details.items():
+            name = key.replace("_", " ")
+            if value is True:
+                words.append(name)
+            elif value not in (None, False):
+                words.append(f"{name} {value}")
+        return ", ".join(words)
+
 
 class StopRollup(models.Model):
     """Stop decisions counted per hour once the hour is final (none pending): statistics

@@ -128,3 +128,29 @@ def decision_groups(
             },
         )
         return cursor.fetchall()
+
+
+def decisions_per_hour(since: datetime, now: datetime) -> list[tuple[datetime, str, int]]:
+    """(hour, outcome, decisions) of the decisions made in [since, now], oldest first:
+    the final hours from the rollups, the rest from the decisions."""
+    final = max(_floor_hour(since), rollups_catch_up(now))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT hour, outcome, sum(decisions)::bigint
+            FROM (
+                SELECT hour, outcome, decisions
+                FROM cleanup_stoprollup
+                WHERE hour >= %(since_hour)s AND hour < %(final)s
+                UNION ALL
+                SELECT date_trunc('hour', decided_at), outcome, count(*)
+                FROM cleanup_stopdecision
+                WHERE decided_at >= %(final)s AND decided_at <= %(now)s
+                GROUP BY 1, 2
+            ) AS hours
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            {"since_hour": _floor_hour(since), "final": final, "now": now},
+        )
+        return cursor.fetchall()

@@ -20,6 +20,7 @@ from itertools import accumulate
 
 import redis
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -29,7 +30,7 @@ from cleanup.control import Pause, pause_state
 from cleanup.decisions import Policy, viewer_has_left
 from cleanup.metrics import sweeps_skipped_since
 from cleanup.models import CleanupRun, StopDecision
-from cleanup.rollups import LATE_BUCKET_EDGES, decision_groups
+from cleanup.rollups import LATE_BUCKET_EDGES, decision_groups, decisions_per_hour
 from kosuke.health import engine_report_fresh, engine_reports
 from previews.models import Preview, PreviewState, StopReason
 
@@ -207,6 +208,37 @@ def stats_window(window: timedelta, *, now: datetime | None = None) -> dict:
     }
 
 
+def stats_series(window: timedelta, *, now: datetime | None = None) -> dict:
+    """What the dashboard charts: the live previews over time (the most a sweep examined
+    in each step: 5 min over a day or less, an hour beyond) and stops per hour by outcome."""
+    now = now or timezone.now()
+    since = now - window
+    step = timedelta(minutes=5) if window <= timedelta(days=1) else timedelta(hours=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT date_bin(%(step)s, started_at, %(origin)s), max(examined)
+            FROM cleanup_cleanuprun
+            WHERE started_at >= %(since)s AND started_at <= %(now)s AND NOT paused
+            GROUP BY 1 ORDER BY 1
+            """,
+            {"step": step, "origin": datetime(2000, 1, 1, tzinfo=UTC), "since": since, "now": now},
+        )
+        live = [(moment.timestamp(), examined) for moment, examined in cursor.fetchall()]
+    hours: dict[float, dict[str, int]] = {}
+    for hour, outcome, n in decisions_per_hour(since, now):
+        hours.setdefault(hour.timestamp(), dict.fromkeys(StopDecision.Outcome.values, 0))[
+            outcome
+        ] = n
+    return {
+        "live_previews": {"at": [at for at, _ in live], "previews": [n for _, n in live]},
+        "stops_per_hour": {
+            "at": list(hours),
+            **{o: [h[o] for h in hours.values()] for o in StopDecision.Outcome.values},
+        },
+    }
+
+
 def _percentile(histogram: Counter[int], fraction: float) -> int | None:
     """The upper edge (seconds) of the bucket the `fraction` percentile falls in; the last
     bucket saturates at its lower edge (a day)."""
@@ -219,7 +251,8 @@ def _percentile(histogram: Counter[int], fraction: float) -> int | None:
     return LATE_BUCKET_EDGES[min(bucket, len(LATE_BUCKET_EDGES) - 1)]
 
 
-def _counts(counts: dict[str, int]) -> str:
+def counts_in_words(counts: dict[str, int]) -> str:
+    """ "stopped 3, failed 1" (the non-zero ones), or "none"."""
     return ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
 
 
@@ -227,12 +260,16 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "never"
 
 
+def rate_in_words(rate: float | None) -> str:
+    return f"{rate:.1%}" if rate is not None else "none settled"
+
+
 def stats_brief(stats: dict) -> str:
     """One line for the admin: what matters at a glance."""
     stops, previews = stats["stops"], stats["previews"]
     rate, p95 = stops["failure_rate"], stops["seconds_past_threshold"]["p95_within"]
     return (
-        f"Last {stats['window']['hours']:g} h: {_counts(stops['by_outcome'])}"
+        f"Last {stats['window']['hours']:g} h: {counts_in_words(stops['by_outcome'])}"
         + (f" (failure rate {rate:.1%})" if rate is not None else "")
         + (f"; 95 % of stops within {p95} s past the threshold" if p95 is not None else "")
         + f"; {stops['idle_container_hours']} idle container-hours. Now: "
@@ -248,8 +285,8 @@ def stats_in_words(stats: dict) -> list[str]:
     pause = Pause(**paused).describe() if paused else "running"
     lines = [
         f"cleanup: {pause}",
-        f"previews: {_counts(previews['by_state'])}",
-        f"  running by activity: {_counts(previews['running_by_level'])}",
+        f"previews: {counts_in_words(previews['by_state'])}",
+        f"  running by activity: {counts_in_words(previews['running_by_level'])}",
         f"  past their threshold now: {previews['overdue']} ({previews['overdue_hours']} h)",
         f"stops pending: {stats['stops_pending']}",
     ]
@@ -262,9 +299,12 @@ def stats_in_words(stats: dict) -> list[str]:
         )
     rate = stops["failure_rate"]
     lines += [
-        f"last {stats['window']['hours']:g} h: {_counts(stops['by_outcome'])}"
+        f"last {stats['window']['hours']:g} h: {counts_in_words(stops['by_outcome'])}"
         + (f"; failure rate {rate:.1%}" if rate is not None else ""),
-        *(f"  {reason}: {_counts(outcomes)}" for reason, outcomes in stops["by_reason"].items()),
+        *(
+            f"  {reason}: {counts_in_words(outcomes)}"
+            for reason, outcomes in stops["by_reason"].items()
+        ),
         f"  past the threshold when stopped: half within {late['median_within']} s, "
         f"95 % within {late['p95_within']} s "
         f"({late['stops']} stops); idle container-hours {stops['idle_container_hours']}; "

@@ -368,7 +368,7 @@ def _sweep(
         run.engine_list_calls,
         extra={"run": run.pk},
     )
-    progress_publish(run, "swept")
+    progress_publish(run, "swept", decisions)
     new = [d for d in decisions if d.outcome == StopDecision.Outcome.PENDING]
     if new and CleanupRun.objects.filter(pk=run.pk, cancelled_at__isnull=False).exists():
         # Cancelled while deciding: the cancel may have missed these decisions.

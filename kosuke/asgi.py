@@ -1,4 +1,5 @@
-"""ASGI entry point: the web process serves the app with an ASGI server (uvicorn).
+"""ASGI entry point: the web process serves the app with an ASGI server (uvicorn); the
+dashboard's live feed (cleanup.live) is served beside Django, on the event loop.
 
 Django's handler gives each request a thread of its own for its sync parts (a sync view,
 closing the response) and starts a new one every time, plus one more to join it: under
@@ -44,7 +45,18 @@ class ReusingThreadsASGIHandler(ASGIHandler):
 
 
 django.setup(set_prefix=False)
-application = ReusingThreadsASGIHandler()
+django_application = ReusingThreadsASGIHandler()
+
+from cleanup import live  # noqa: E402 - needs Django set up
+
+
+async def application(scope, receive, send) -> None:
+    """Django, but for the dashboard's live feed: a stream on the event loop alone."""
+    if scope["type"] == "http" and scope["path"] == live.PATH:
+        return await live.live_events(scope, receive, send)
+    return await django_application(scope, receive, send)
+
+
 # Everything loaded so far lives as long as the process: keep it out of the garbage
 # collector's full passes, which otherwise stall requests for tens of milliseconds.
 gc.freeze()

@@ -207,6 +207,12 @@ API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=30)
 # Operators: the cron endpoint's bearer secret and Prometheus' scrape token (empty: off).
 CRON_SECRET = env.str("CRON_SECRET", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The dashboard's live streams (cleanup.live), per web process: each holds a Redis
+# pub/sub connection while open. More are refused with 429.
+LIVE_STREAMS_MAX = env.int("LIVE_STREAMS_MAX", default=500)
+LIVE_STREAMS_PER_USER = env.int("LIVE_STREAMS_PER_USER", default=20)
+# Seconds between keep-alive comments on an idle stream, so proxies keep it open.
+LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)
 # A preview panel heartbeats every ~30 s; a viewer unseen for this long has left.
 PRESENCE_PING_TIMEOUT_SECONDS = env.int("PRESENCE_PING_TIMEOUT_SECONDS", default=60)
 # How far ahead a client may set a session's keep-alive ("busy until").

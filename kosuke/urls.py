@@ -1,10 +1,10 @@
-"""URL routes: the admin, the JSON API with its schema at /api/openapi.json, and the
-Prometheus metrics."""
+"""URL routes: the admin, the JSON API with its schema at /api/openapi.json, the
+Prometheus metrics and the operations dashboard."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from cleanup.views import metrics
 from kosuke.api import api
@@ -13,4 +13,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("metrics", metrics, name="metrics"),
+    path("ops/", include("cleanup.urls")),
 ]

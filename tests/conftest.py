@@ -93,6 +93,8 @@ def _static_files_without_manifest(settings) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # The web process the tests serve (tests.asgi_server) finds them in the apps.
+    settings.WHITENOISE_USE_FINDERS = settings.WHITENOISE_AUTOREFRESH = True
 
 
 def _service_missing(reason: str) -> NoReturn:
@@ -188,3 +190,12 @@ def worker(transactional_db, previews_on_docker):
         shutdown_timeout=60,
     ) as running_worker:
         yield running_worker
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """The ASGI app served by uvicorn in this process (rows the test writes are committed)."""
+    from tests.asgi_server import AsgiServer
+
+    with AsgiServer().running() as server:
+        yield server
