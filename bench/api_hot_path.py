@@ -16,53 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from harness import django_ready
+from harness import django_ready, web_start
 
-ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
 """
-
-
-def _web_start(port: int, workers: int) -> subprocess.Popen:
-    """The Dockerfile's command, on 127.0.0.1."""
-    command = ["uvicorn", "kosuke.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--proxy-headers", "--forwarded-allow-ips", "*"]
-    env = {
-        **os.environ,
-        # As compose sets them (docker-compose.yml, web).
-        "WEB_CONCURRENCY": str(workers),
-        "UVICORN_ACCESS_LOG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    log = Path(tempfile.mkdtemp(prefix="kosuke-web-")) / "web.log"
-    print(f"web process log: {log}")
-    web = subprocess.Popen(  # noqa: S603 - a fixed command
-        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return web
-        except OSError:
-            time.sleep(0.2)
-    web.kill()
-    raise SystemExit("the web process did not answer /healthz within 60 s")
 
 
 def _wrk(url: str, script: Path, connections: int, duration: int) -> dict:
@@ -139,7 +107,7 @@ def main() -> None:
     connection.close()
 
     port = embedded.free_port()
-    web = _web_start(port, args.workers)
+    web = web_start(port, workers=args.workers)
     scripts = Path(tempfile.mkdtemp(prefix="kosuke-wrk-"))
     print(f"uvicorn, {args.workers} process(es); wrk for {args.duration} s per row, 127.0.0.1")
     print(

@@ -1,17 +1,23 @@
-"""Django on throwaway embedded servers for the benchmarks (unless DATABASE_URL / REDIS_URL
-are set), migrated and ready."""
+"""What the benchmarks share: Django on throwaway embedded servers (unless DATABASE_URL /
+REDIS_URL are set), migrated and ready; the web process as compose serves it; live
+previews on the fake engine."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kosuke import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _servers: list[object] = []  # kept alive until the benchmark exits
 
@@ -38,3 +44,60 @@ def django_ready(*, redis: bool = False) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
+
+
+def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
+    """The Dockerfile's command, on 127.0.0.1 (`env`: settings of its own)."""
+    command = ["uvicorn", "kosuke.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--proxy-headers", "--forwarded-allow-ips", "*"]
+    env = {
+        **os.environ,
+        # As compose sets them (docker-compose.yml, web).
+        "WEB_CONCURRENCY": str(workers),
+        "UVICORN_ACCESS_LOG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    log = Path(tempfile.mkdtemp(prefix="kosuke-web-")) / "web.log"
+    print(f"web process log: {log}")
+    web = subprocess.Popen(  # noqa: S603 - a fixed command
+        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return web
+        except OSError:
+            time.sleep(0.2)
+    web.kill()
+    raise SystemExit("the web process did not answer /healthz within 60 s")
+
+
+def live_previews_add(fake, owner_pk: int, start: int, end: int) -> None:
+    """Live sessions `start`..`end` with running previews on the fake engine."""
+    from django.db import connection
+
+    from previews.engine import preview_labels
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH s AS (
+                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
+                    created_at, updated_at, last_activity_at)
+                SELECT %s, 'live', 's' || n, '', now(), now(), now()
+                FROM generate_series(%s, %s) AS n RETURNING id, session_id)
+            INSERT INTO previews_preview (session_id, state, state_changed_at, started_at,
+                engine, last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
+            SELECT id, 'running', now() - interval '3 hours', now() - interval '3 hours',
+                %s, '', '', '', '', 'opened' FROM s
+            RETURNING session_id
+            """,
+            [owner_pk, start + 1, end, fake.url],
+        )
+        pks = [row[0] for row in cursor.fetchall()]
+    for pk in pks:
+        labels = preview_labels(session_pk=pk, project_id="live", session_id=f"s{pk}")
+        fake.add(f"{pk:064x}", f"kosuke-preview-bench-{pk}", labels)

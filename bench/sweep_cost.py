@@ -19,7 +19,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from harness import django_ready
+from harness import django_ready, live_previews_add
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     from cleanup.sweep import sweep
     from cleanup.tasks import stop_enqueue
     from kosuke.redis_client import redis_client
-    from previews.engine import engine_at, preview_labels
+    from previews.engine import engine_at
 
     fake = FakeEngine(Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "docker.sock")
     settings.DOCKER_HOST = fake.url
@@ -77,7 +77,7 @@ def main() -> None:
 
     live_total = 0
     for live in sorted(args.live):
-        _live_add(connection, fake, owner.pk, live_total, live, preview_labels)
+        live_previews_add(fake, owner.pk, live_total, live)
         live_total = live
         connection.cursor().execute("ANALYZE")
         cases = {
@@ -135,30 +135,6 @@ def _history_insert(connection, owner_pk: int, count: int) -> None:
             """,
             [owner_pk, count],
         )
-
-
-def _live_add(connection, fake, owner_pk: int, start: int, end: int, preview_labels) -> None:
-    """Live sessions `start`..`end` with running previews on the fake engine."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH s AS (
-                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
-                    created_at, updated_at, last_activity_at)
-                SELECT %s, 'live', 's' || n, '', now(), now(), now()
-                FROM generate_series(%s, %s) AS n RETURNING id, session_id)
-            INSERT INTO previews_preview (session_id, state, state_changed_at, started_at,
-                engine, last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
-            SELECT id, 'running', now() - interval '3 hours', now() - interval '3 hours',
-                %s, '', '', '', '', 'opened' FROM s
-            RETURNING session_id
-            """,
-            [owner_pk, start + 1, end, fake.url],
-        )
-        pks = [row[0] for row in cursor.fetchall()]
-    for pk in pks:
-        labels = preview_labels(session_pk=pk, project_id="live", session_id=f"s{pk}")
-        fake.add(f"{pk:064x}", f"kosuke-preview-bench-{pk}", labels)
 
 
 if __name__ == "__main__":

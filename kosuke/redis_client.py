@@ -32,6 +32,7 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, **_options())
 
 
+ASYNC_CONNECTIONS_BESIDE_STREAMS = 100
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
     weakref.WeakKeyDictionary()
 )
@@ -43,6 +44,10 @@ def async_redis_client() -> redis.asyncio.Redis:
     client = _async_clients.get(loop)
     if client is None:
         client = _async_clients[loop] = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, **_options()
+            settings.REDIS_URL,
+            # Each open live stream holds one connection (its subscription), on top of
+            # the short ones the heartbeats take; redis-py's default caps a pool at 100.
+            max_connections=settings.LIVE_STREAMS_MAX + ASYNC_CONNECTIONS_BESIDE_STREAMS,
+            **_options(),
         )
     return client
