@@ -20,6 +20,7 @@ from chat.schemas import (
     SessionOut,
     SessionUpdateIn,
 )
+from cleanup.decisions import preview_stop_due
 from kosuke.auth import AsyncApiTokenAuth, BrowserSessionAuth
 from kosuke.pagination import Pagination
 
@@ -87,9 +88,11 @@ def message_list(request: HttpRequest, project_id: PathId, session_id: PathId) -
 async def heartbeat(
     request: HttpRequest, project_id: PathId, session_id: PathId, body: HeartbeatIn
 ):
-    """The hottest route (every open preview panel, every ~30 s): async, and no database
-    work once this process knows the token and the session; presence lives in Redis."""
-    session_pk = await selectors.session_pk_get_async(
+    """The hottest route (every open preview panel, every ~30 s): async, one read of the
+    session and its preview and nothing written; presence lives in Redis. Answers when
+    the preview stops if nothing happens."""
+    session = await selectors.session_with_preview_get_async(
         owner=request.auth, project_id=project_id, session_id=session_id
     )
-    return await presence.heartbeat_record(session_pk=session_pk, client_id=body.client_id)
+    seen = await presence.heartbeat_record(session_pk=session.pk, client_id=body.client_id)
+    return PresenceOut.of(seen, preview_stop_due(getattr(session, "preview", None)))

@@ -8,8 +8,7 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat.models import ApiToken, ChatSession
-        from chat.selectors import session_pks_forget
+        from chat.models import ApiToken
         from chat.tokens import api_tokens_forget
 
         # A revocation or deletion made in this process takes effect here at once.
@@ -20,9 +19,5 @@ class ChatConfig(AppConfig):
             if not instance.is_active:
                 api_tokens_forget(user_pk=instance.pk)
 
-        def session_deleted(instance: ChatSession, **_: object) -> None:
-            session_pks_forget(instance.pk)
-
         post_delete.connect(token_deleted, sender=ApiToken, weak=False)
-        post_delete.connect(session_deleted, sender=ChatSession, weak=False)
         post_save.connect(user_saved, sender=settings.AUTH_USER_MODEL, weak=False)

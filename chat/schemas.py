@@ -7,7 +7,7 @@ so a client mistake is an error that names the field rather than a silent guess.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from django.utils import timezone
 from ninja import Path, Schema
@@ -21,6 +21,10 @@ from pydantic import (
 )
 
 from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession, activity_level
+
+if TYPE_CHECKING:
+    from chat.presence import Presence
+    from cleanup.decisions import StopDue
 
 # PostgreSQL text cannot hold NUL characters: refuse them here rather than fail at the write.
 NO_NUL = r"^[^\x00]*$"
@@ -98,6 +102,33 @@ class MessageOut(Schema):
     created_at: datetime
 
 
-class PresenceOut(Schema):
+class StopDueOut(Schema):
+    """When the preview stops if nothing happens and a viewer keeps watching, and why; all
+    null when it does not stop by itself (README: "For the frontend: when a preview stops")."""
+
+    stops_at: datetime | None
+    stops_because: str | None  # "after 30 min without activity (threshold 30 min)"
+    stops_reason: str | None  # its code: "inactive" (activity moves it) or "max_age"
+
+    @staticmethod
+    def fields_of(due: StopDue | None) -> dict[str, Any]:
+        if due is None:
+            return {"stops_at": None, "stops_because": None, "stops_reason": None}
+        return {
+            "stops_at": due.at,
+            "stops_because": due.reason,
+            "stops_reason": due.stop_reason.value,
+        }
+
+
+class PresenceOut(StopDueOut):
     viewers: int
     last_seen_at: datetime | None
+
+    @staticmethod
+    def of(presence: Presence, due: StopDue | None) -> PresenceOut:
+        return PresenceOut(
+            viewers=presence.viewers,
+            last_seen_at=presence.last_seen_at,
+            **StopDueOut.fields_of(due),
+        )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from chat.models import ChatMessage, ChatSession
 from kosuke.errors import ApplicationError
-from kosuke.memo import TimedMemo
 
 
 def session_list(*, owner: AbstractBaseUser, project_id: str) -> QuerySet[ChatSession]:
@@ -34,31 +32,30 @@ def _session_missing(project_id: str, session_id: str) -> ApplicationError:
     )
 
 
-# (owner pk, project id, session id) -> session pk, for the heartbeat: a session deleted
-# in this process is forgotten at once (chat.apps), elsewhere after
-# API_TOKEN_CACHE_SECONDS (a late heartbeat writes only expiring presence).
-_session_pks: TimedMemo[int] = TimedMemo(lambda: settings.API_TOKEN_CACHE_SECONDS)
+# What the cleanup rules read of a session and its preview (cleanup.decisions.Snapshot).
+_RULE_FIELDS = (
+    "last_activity_at",
+    "idle_timeout_minutes",
+    "busy_until",
+    "preview__state",
+    "preview__started_at",
+)
 
 
-async def session_pk_get_async(*, owner: AbstractBaseUser, project_id: str, session_id: str) -> int:
-    """The pk of the owner's session (404 like `session_get`), remembered for a while."""
-    key = (owner.pk, project_id, session_id)
-    known = _session_pks.get(key)
-    if known is not None:
-        return known
-    pk = await (
+async def session_with_preview_get_async(
+    *, owner: AbstractBaseUser, project_id: str, session_id: str
+) -> ChatSession:
+    """The owner's session (404 like `session_get`) with what the cleanup rules read of it
+    and of its preview, in one query and no transaction: the heartbeat's one read."""
+    session = await (
         ChatSession.objects.filter(owner=owner, project_id=project_id, session_id=session_id)
-        .values_list("pk", flat=True)
+        .select_related("preview")
+        .only(*_RULE_FIELDS)
         .afirst()
     )
-    if pk is None:
+    if session is None:
         raise _session_missing(project_id, session_id)
-    return _session_pks.put(key, pk)
-
-
-def session_pks_forget(session_pk: int | None = None) -> None:
-    """Forget one session's pk, or every one, in this process."""
-    _session_pks.forget(None if session_pk is None else lambda _, pk: pk == session_pk)
+    return session
 
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:

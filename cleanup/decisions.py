@@ -2,11 +2,13 @@
 
 `decide(snapshot, now, policy)` is the only place the rules live; the sweep calls it for
 every running preview and the stop task calls it again just before stopping.
+`stop_due(snapshot, policy)` tells from the same rules when `decide` will say stop, for
+the people watching the preview.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -70,6 +72,15 @@ class Decision:
     due_at: datetime | None = None  # when the rule that stops it began to apply
 
 
+@dataclass(frozen=True)
+class StopDue:
+    """A stop the rules of time call for: from when, and why."""
+
+    at: datetime
+    reason: str  # completes "stopped ...": "after 30 min without activity (threshold 30 min)"
+    stop_reason: StopReason
+
+
 def _minutes(delta: timedelta) -> str:
     minutes = delta.total_seconds() / 60
     return f"{minutes:.0f} min" if minutes >= 1 else f"{delta.total_seconds():.0f} s"
@@ -83,6 +94,54 @@ def viewer_has_left(
         return False
     watched_this_run = started_at is None or last_seen_at >= started_at
     return watched_this_run and now - last_seen_at >= policy.ping_timeout
+
+
+def _never_stops(snapshot: Snapshot) -> str | None:
+    """Why the rules keep this preview whatever the clock says, or None."""
+    if snapshot.preview_state != PreviewState.RUNNING:
+        return f"preview is {snapshot.preview_state}"
+    if snapshot.kept:
+        return "container labelled kosuke.keep=true"
+    return None
+
+
+def _max_age_at(snapshot: Snapshot, policy: Policy) -> datetime | None:
+    """When the preview reaches the maximum age (None: no limit, or no start known)."""
+    if policy.max_age and snapshot.started_at:
+        return snapshot.started_at + policy.max_age
+    return None
+
+
+def _threshold(snapshot: Snapshot, policy: Policy) -> timedelta:
+    """The session's own inactivity threshold, or the policy's."""
+    return snapshot.idle_timeout or policy.threshold
+
+
+def _inactive_at(snapshot: Snapshot, policy: Policy) -> datetime:
+    """When the session has been quiet for its threshold."""
+    return snapshot.last_activity_at + _threshold(snapshot, policy)
+
+
+def _time_rule_stop(snapshot: Snapshot, now: datetime, policy: Policy) -> StopDue | None:
+    """The stop the rules of time call for at `now` (the maximum age first, then
+    inactivity), `at` when that rule began to apply; the "never" rules are the caller's."""
+    max_age_at = _max_age_at(snapshot, policy)
+    if max_age_at is not None and now >= max_age_at:
+        return StopDue(
+            max_age_at,
+            f"after running {_minutes(now - snapshot.started_at)} "
+            f"(maximum age {_minutes(policy.max_age)})",
+            StopReason.MAX_AGE,
+        )
+    inactive_at = _inactive_at(snapshot, policy)
+    if now >= inactive_at:
+        return StopDue(
+            inactive_at,
+            f"after {_minutes(now - snapshot.last_activity_at)} without activity "
+            f"(threshold {_minutes(_threshold(snapshot, policy))})",
+            StopReason.INACTIVE,
+        )
+    return None
 
 
 def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
@@ -103,29 +162,16 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
     def stop(reason: str, code: StopReason, due_at: datetime) -> Decision:
         return Decision(stop=True, reason=reason, level=level, stop_reason=code, due_at=due_at)
 
-    if snapshot.preview_state != PreviewState.RUNNING:
-        return keep(f"preview is {snapshot.preview_state}")
-    if snapshot.kept:
-        return keep("container labelled kosuke.keep=true")
+    never = _never_stops(snapshot)
+    if never is not None:
+        return keep(never)
     if snapshot.busy_until and snapshot.busy_until > now:
         return keep(f"kept alive until {snapshot.busy_until:%Y-%m-%d %H:%M} UTC")
 
-    if policy.max_age and snapshot.started_at and now - snapshot.started_at >= policy.max_age:
-        return stop(
-            f"stopped after running {_minutes(now - snapshot.started_at)} "
-            f"(maximum age {_minutes(policy.max_age)})",
-            StopReason.MAX_AGE,
-            snapshot.started_at + policy.max_age,
-        )
-    threshold = snapshot.idle_timeout or policy.threshold
+    timed = _time_rule_stop(snapshot, now, policy)
+    if timed is not None:
+        return stop(f"stopped {timed.reason}", timed.stop_reason, timed.at)
     quiet_for = now - snapshot.last_activity_at
-    if quiet_for >= threshold:
-        return stop(
-            f"stopped after {_minutes(quiet_for)} without activity "
-            f"(threshold {_minutes(threshold)})",
-            StopReason.INACTIVE,
-            snapshot.last_activity_at + threshold,
-        )
     if level == ActivityLevel.DISCONNECTED:
         gone_for = now - snapshot.last_seen_at
         if gone_for >= policy.ping_timeout + policy.grace and quiet_for >= policy.grace:
@@ -140,3 +186,28 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
             )
         return keep(f"no viewer for {_minutes(gone_for)}; waiting for a reconnect")
     return keep(f"{level.value}: last activity {_minutes(quiet_for)} ago")
+
+
+def stop_due(snapshot: Snapshot, policy: Policy) -> StopDue | None:
+    """The moment from which `decide` says stop if nothing happens meanwhile (no activity,
+    the keep-alive as it stands) and a viewer keeps watching, with its reason; None when
+    the preview does not stop by itself (not running, or kept by label).
+
+    The disconnected rule is left out: it applies only once every viewer has gone, which
+    a viewer asking cannot foresee. A keep-alive postpones the stop to its end.
+    """
+    if _never_stops(snapshot) is not None:
+        return None
+    moments = (_inactive_at(snapshot, policy), _max_age_at(snapshot, policy))
+    first_rule_at = min(moment for moment in moments if moment is not None)
+    # A keep-alive keeps while still ahead (`busy_until > now`): at its end it stops.
+    at = max(first_rule_at, snapshot.busy_until or first_rule_at)
+    return replace(_time_rule_stop(snapshot, at, policy), at=at)
+
+
+def preview_stop_due(preview: Preview | None, *, kept: bool = False) -> StopDue | None:
+    """`stop_due` of a preview (its session read with it) under the settings' policy;
+    None without a preview. `kept`: every running container is labelled kosuke.keep=true."""
+    if preview is None:
+        return None
+    return stop_due(Snapshot.of(preview, last_seen_at=None, kept=kept), Policy.from_settings())

@@ -1,5 +1,5 @@
-"""A small in-process memory with an expiry, for lookups the hot path repeats (API tokens,
-session ids): a hit costs no query. Bounded; thread-safe enough for its use (single dict
+"""A small in-process memory with an expiry, for lookups the hot path repeats (API
+tokens): a hit costs no query. Bounded; thread-safe enough for its use (single dict
 operations), and per process: each web process remembers on its own."""
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def open_(request: HttpRequest, project_id: PathId, session_id: PathId):
 
 @router.get(PREVIEW, response=PreviewOut)
 def status(request: HttpRequest, project_id: PathId, session_id: PathId):
-    """The preview's state and containers, as the engine shows them now."""
+    """The preview's state and containers, as the engine shows them now, and when it
+    stops if nothing happens (`stops_at`)."""
     return _ask(request, project_id, session_id, PreviewAction.STATUS)
 
 

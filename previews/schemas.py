@@ -6,6 +6,8 @@ from datetime import datetime
 
 from ninja import Schema
 
+from chat.schemas import StopDueOut
+from cleanup.decisions import preview_stop_due
 from previews.engine import Container
 from previews.services import PreviewStatus
 
@@ -26,7 +28,7 @@ class ContainerOut(Schema):
         )
 
 
-class PreviewOut(Schema):
+class PreviewOut(StopDueOut):
     state: str
     state_changed_at: datetime
     started_at: datetime | None
@@ -38,6 +40,8 @@ class PreviewOut(Schema):
 
     @staticmethod
     def from_status(status: PreviewStatus) -> PreviewOut:
+        """The preview as the API shows it; `last_stop*` and `stopped_at` stay once it runs
+        again, so the answer to a reopening says why it had stopped."""
         preview = status.preview
         return PreviewOut(
             state=preview.state,
@@ -48,4 +52,5 @@ class PreviewOut(Schema):
             last_stop=preview.last_stop_message(),
             last_error=preview.last_error,
             containers=[ContainerOut.from_container(c) for c in status.containers],
+            **StopDueOut.fields_of(preview_stop_due(preview, kept=status.is_kept)),
         )

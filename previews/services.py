@@ -44,6 +44,12 @@ class PreviewStatus:
     preview: Preview
     containers: list[Container]
 
+    @property
+    def is_kept(self) -> bool:
+        """Every running container is labelled kosuke.keep=true: no rule stops it."""
+        running = [container for container in self.containers if container.is_running]
+        return bool(running) and all(container.is_kept for container in running)
+
 
 def _preview_for(session: ChatSession) -> Preview:
     preview, _created = Preview.objects.get_or_create(

@@ -76,13 +76,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture(autouse=True)
 def _fresh_redis() -> None:
     """Every test starts with an empty Redis database, and no API token remembered."""
-    from chat.selectors import session_pks_forget
     from chat.tokens import api_tokens_forget
     from kosuke.redis_client import redis_client
 
     redis_client().flushdb()
     api_tokens_forget()
-    session_pks_forget()
 
 
 @pytest.fixture(autouse=True)

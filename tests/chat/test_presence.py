@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from datetime import timedelta as td
 
 import pytest
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from chat.presence import heartbeat_record, sessions_presence
 from kosuke.redis_client import redis_client
+from previews.models import Preview
 from tests.builders import chat_session_create
 
 # The heartbeat is async (it serves the hottest route); these tests call it from sync code.
@@ -115,3 +117,70 @@ def test_the_heartbeat_endpoint_says_when_redis_is_down(alice, alice_api, settin
 
     assert response.status_code == 503
     assert response.json()["error"].startswith("presence store (Redis) unavailable")
+
+
+def _same_moment(answered: str, expected: datetime) -> bool:
+    """The API gives times to the millisecond."""
+    return abs(datetime.fromisoformat(answered) - expected) < td(milliseconds=1)
+
+
+def _heartbeat(api) -> dict:
+    response = api.post(HEARTBEAT, {"client_id": "tab-1"}, content_type="application/json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def _preview_row(session, **fields) -> Preview:
+    """A preview row as the worker leaves it; the heartbeat reads only the database."""
+    return Preview.objects.create(session=session, engine="unix:///nowhere", **fields)
+
+
+def test_the_heartbeat_says_when_an_idle_preview_stops_and_why(alice, alice_api, settings):
+    settings.CLEANUP_THRESHOLD_MINUTES = 30
+    now = timezone.now()
+    session = chat_session_create(alice, last_activity_at=now - td(minutes=10))
+    _preview_row(session, state="running", started_at=now - td(hours=1))
+
+    body = _heartbeat(alice_api)
+
+    assert _same_moment(body["stops_at"], session.last_activity_at + td(minutes=30))
+    assert body["stops_because"] == "after 30 min without activity (threshold 30 min)"
+    assert body["stops_reason"] == "inactive"
+
+
+def test_the_heartbeat_follows_the_session_timeout_and_keep_alive(alice, alice_api):
+    now = timezone.now()
+    busy_until = now + td(hours=2)
+    session = chat_session_create(
+        alice, last_activity_at=now, idle_timeout_minutes=60, busy_until=busy_until
+    )
+    _preview_row(session, state="running", started_at=now)
+
+    body = _heartbeat(alice_api)
+
+    assert _same_moment(body["stops_at"], busy_until)
+    assert body["stops_because"] == "after 120 min without activity (threshold 60 min)"
+
+
+def test_the_heartbeat_says_the_maximum_age_that_activity_cannot_move(alice, alice_api, settings):
+    settings.PREVIEW_MAX_AGE_MINUTES = 60
+    now = timezone.now()
+    session = chat_session_create(alice, last_activity_at=now)
+    preview = _preview_row(session, state="running", started_at=now - td(minutes=50))
+
+    body = _heartbeat(alice_api)
+
+    assert _same_moment(body["stops_at"], preview.started_at + td(minutes=60))
+    assert body["stops_reason"] == "max_age"
+
+
+@pytest.mark.parametrize("state", [None, "stopped", "starting"])
+def test_the_heartbeat_of_a_preview_not_running_has_no_stop_due(alice, alice_api, state):
+    session = chat_session_create(alice, last_activity_at=timezone.now() - td(hours=3))
+    if state:
+        _preview_row(session, state=state)
+
+    body = _heartbeat(alice_api)
+
+    assert (body["stops_at"], body["stops_because"], body["stops_reason"]) == (None, None, None)
+    assert body["viewers"] == 1

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cleanup.decisions import Policy, Snapshot, decide
+from cleanup.decisions import Policy, Snapshot, decide, stop_due
 
 NOW = datetime(2026, 11, 25, 14, 2, tzinfo=UTC)
 POLICY = Policy(
@@ -226,3 +226,128 @@ def test_a_preview_due_to_stop_stays_due_as_time_passes(snapshot, now, later, po
     # Unless a keep-alive still runs at `now`, waiting never makes a stop go away.
     if decide(snapshot, now, policy).stop:
         assert decide(snapshot, now + later, policy).stop
+
+
+MAX_AGE_POLICY = replace(POLICY, max_age=td(hours=8))
+STOP_DUE = [
+    # (snapshot, policy, stops_at, stop reason, its words)
+    (
+        running(last_activity_at=NOW - td(minutes=10)),
+        POLICY,
+        NOW + td(minutes=20),
+        "inactive",
+        "after 30 min without activity (threshold 30 min)",
+    ),
+    (
+        running(last_activity_at=NOW - td(minutes=10), idle_timeout=td(minutes=60)),
+        POLICY,
+        NOW + td(minutes=50),
+        "inactive",
+        "after 60 min without activity (threshold 60 min)",
+    ),
+    (
+        # Overdue already: due since the threshold passed, the next sweep stops it.
+        running(last_activity_at=NOW - td(hours=3)),
+        POLICY,
+        NOW - td(minutes=150),
+        "inactive",
+        "after 30 min without activity (threshold 30 min)",
+    ),
+    (
+        # A keep-alive postpones the stop to its end, not by a threshold after it.
+        running(last_activity_at=NOW - td(hours=3), busy_until=NOW + td(minutes=7)),
+        POLICY,
+        NOW + td(minutes=7),
+        "inactive",
+        "after 187 min without activity (threshold 30 min)",
+    ),
+    (
+        # A keep-alive ending before the threshold changes nothing.
+        running(last_activity_at=NOW, busy_until=NOW + td(minutes=7)),
+        POLICY,
+        NOW + td(minutes=30),
+        "inactive",
+        "after 30 min without activity (threshold 30 min)",
+    ),
+    (
+        running(last_activity_at=NOW, started_at=NOW - td(hours=7, minutes=50)),
+        MAX_AGE_POLICY,
+        NOW + td(minutes=10),
+        "max_age",
+        "after running 480 min (maximum age 480 min)",
+    ),
+    (
+        running(last_activity_at=NOW - td(minutes=25), started_at=NOW - td(hours=1)),
+        MAX_AGE_POLICY,
+        NOW + td(minutes=5),
+        "inactive",
+        "after 30 min without activity (threshold 30 min)",
+    ),
+    (
+        # A viewer who left is the disconnected rule's business: not foreseen here.
+        running(
+            last_activity_at=NOW - td(minutes=5),
+            started_at=NOW - td(minutes=20),
+            last_seen_at=NOW - td(minutes=3),
+        ),
+        POLICY,
+        NOW + td(minutes=25),
+        "inactive",
+        "after 30 min without activity (threshold 30 min)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("snapshot", "policy", "stops_at", "code", "words"), STOP_DUE)
+def test_stop_due_says_when_decide_starts_to_stop_and_why(snapshot, policy, stops_at, code, words):
+    due = stop_due(snapshot, policy)
+
+    assert (due.at, due.stop_reason, due.reason) == (stops_at, code, words)
+    watched = replace(snapshot, last_seen_at=None)  # a viewer keeps watching
+    before = decide(watched, due.at - td(seconds=1), policy)
+    at, after = decide(watched, due.at, policy), decide(watched, due.at + td(seconds=1), policy)
+    assert not before.stop
+    assert (at.stop, at.stop_reason, at.reason) == (True, code, f"stopped {words}")
+    assert (after.stop, after.stop_reason) == (True, code)
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        Snapshot(preview_state="stopped", last_activity_at=NOW - td(hours=3)),
+        Snapshot(preview_state="starting", last_activity_at=NOW - td(hours=3)),
+        running(last_activity_at=NOW - td(hours=3), kept=True),
+    ],
+)
+def test_stop_due_is_none_for_a_preview_that_does_not_stop_by_itself(snapshot):
+    assert stop_due(snapshot, POLICY) is None
+
+
+@st.composite
+def running_snapshots(draw) -> Snapshot:
+    """Running previews whose moments lie within days of each other, so that a keep-alive,
+    the threshold and the maximum age often overtake one another."""
+    base = draw(moments)
+    near = st.timedeltas(min_value=-td(days=2), max_value=td(days=2)).map(lambda d: base + d)
+    return Snapshot(
+        preview_state="running",
+        last_activity_at=base,
+        idle_timeout=draw(st.none() | st.timedeltas(min_value=td(minutes=1), max_value=td(days=1))),
+        busy_until=draw(st.none() | near),
+        started_at=draw(st.none() | near),
+    )
+
+
+@given(snapshots | running_snapshots(), policies)
+def test_stop_due_agrees_with_decide_to_the_microsecond(snapshot, policy):
+    # A viewer keeps watching: seen at every moment decided.
+    def decided(moment: datetime):
+        return decide(replace(snapshot, last_seen_at=moment), moment, policy)
+
+    due = stop_due(snapshot, policy)
+    if due is None:
+        assert not decided(snapshot.last_activity_at + td(days=30)).stop
+        return
+    assert not decided(due.at - td(microseconds=1)).stop
+    at = decided(due.at)
+    assert (at.stop, at.stop_reason, at.reason) == (True, due.stop_reason, f"stopped {due.reason}")

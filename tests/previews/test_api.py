@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timedelta as td
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from chat.models import ChatSession
+from cleanup.models import CleanupRun
+from cleanup.stops import stop_inline
+from cleanup.sweep import sweep
 from previews.engine import engine_at
 from previews.models import Preview
 from tests.builders import api_client, chat_session_create, user_create
 
 pytestmark = pytest.mark.django_db
 
-PREVIEW = "/api/projects/proj-1/chat-sessions/sess-1/preview"
+SESSION = "/api/projects/proj-1/chat-sessions/sess-1"
+PREVIEW = f"{SESSION}/preview"
 
 
 def test_post_opens_the_preview(worker, alice, alice_api):
@@ -48,6 +57,61 @@ def test_post_again_restarts_a_stopped_preview(worker, alice, alice_api):
 
     assert again["state"] == "running"
     assert [c["id"] for c in again["containers"]] == [first]
+
+
+def _moment(answered: str) -> datetime:
+    return datetime.fromisoformat(answered)
+
+
+def test_open_status_and_heartbeat_say_when_the_preview_stops(worker, alice, alice_api, settings):
+    settings.CLEANUP_THRESHOLD_MINUTES = 30
+    chat_session_create(alice)
+
+    opened = alice_api.post(PREVIEW).json()
+    shown = alice_api.get(PREVIEW).json()
+    beat = alice_api.post(f"{SESSION}/heartbeat", {"client_id": "t"}, "application/json").json()
+
+    opened_at = ChatSession.objects.get().last_activity_at  # opening is activity
+    assert abs(_moment(opened["stops_at"]) - (opened_at + td(minutes=30))) < td(milliseconds=1)
+    assert shown["stops_at"] == opened["stops_at"] == beat["stops_at"]
+    assert shown["stops_because"] == "after 30 min without activity (threshold 30 min)"
+    assert shown["stops_reason"] == "inactive"
+
+
+def test_reopening_says_why_the_preview_had_stopped(worker, alice, alice_api):
+    session = chat_session_create(alice)
+    alice_api.post(PREVIEW)
+    ChatSession.objects.filter(pk=session.pk).update(
+        last_activity_at=timezone.now() - td(minutes=45)
+    )
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
+    assert Preview.objects.get().state == "stopped"
+
+    reopened = alice_api.post(PREVIEW).json()
+
+    assert reopened["state"] == "running"
+    assert reopened["last_stop_reason"] == "inactive"
+    assert reopened["last_stop"].startswith("stopped after 45 min without activity")
+    assert _moment(reopened["stopped_at"]) < _moment(reopened["started_at"])
+    assert _moment(reopened["stops_at"]) > timezone.now() + td(minutes=29)
+
+
+def test_a_preview_kept_by_label_never_stops_by_itself(
+    worker, previews_on_docker, preview_image, alice, alice_api
+):
+    session = chat_session_create(alice)
+    alice_api.post(PREVIEW)
+    label = f"kosuke.session_pk={session.pk}"
+    [container] = previews_on_docker.containers.list(filters={"label": label})
+    container.remove(force=True)
+    previews_on_docker.containers.run(
+        preview_image, detach=True, labels={**container.labels, "kosuke.keep": "true"}
+    )
+
+    shown = alice_api.get(PREVIEW).json()
+
+    assert [c["kept"] for c in shown["containers"]] == [True]
+    assert (shown["stops_at"], shown["stops_because"], shown["stops_reason"]) == (None, None, None)
 
 
 def test_another_users_preview_is_not_found(previews_on_docker, alice):
