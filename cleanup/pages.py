@@ -68,8 +68,10 @@ def _refused(request: HttpRequest, status: int, message: str) -> HttpResponse:
 
 
 def _invalid(request: HttpRequest, form) -> HttpResponse:
-    errors = [f"{name}: {error}" if name != "__all__" else error
-              for name, field_errors in form.errors.items() for error in field_errors]  # fmt: skip
+    errors = []
+    for name, messages_of_field in form.errors.items():
+        prefix = "" if name == "__all__" else f"{name}: "
+        errors += [f"{prefix}{message}" for message in messages_of_field]
     return _refused(request, 400, "; ".join(errors))
 
 
@@ -89,8 +91,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     since = events_latest_id()
     day, week = cleanup_stats(DAY, now=now), stats_window(WEEK, now=now)
-    runs = CleanupRun.objects.with_counts().select_related("retry_of").order_by("-started_at")
-    watched = runs.unfinished().first() or runs.found_something().first()
+    # The run of the latest decision: the latest run that found something (an index scan).
+    latest = StopDecision.objects.order_by("-decided_at").values("run_id")[:1]
+    watched = CleanupRun.objects.with_counts().filter(pk__in=latest).first()
     return _page(
         request,
         "ops/overview.html",
@@ -113,11 +116,6 @@ def overview(request: HttpRequest) -> HttpResponse:
         series={"day": stats_series(DAY, now=now), "week": stats_series(WEEK, now=now)},
         run=watched,
         decisions=watched.decisions.order_by("pk")[:DECISIONS_SHOWN] if watched else [],
-        last_run=runs.first(),
-        sweep_form=SweepForm(),
-        pause_form=PauseForm(),
-        reason_form=ReasonForm(),
-        preview_form=PreviewForm(),
     )
 
 
@@ -171,7 +169,6 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         decisions=run.decisions.order_by("pk"),
         actions=run.actions.order_by("at", "pk"),
         retries=run.retries.order_by("pk").values_list("pk", flat=True),
-        reason_form=ReasonForm(),
     )
 
 
