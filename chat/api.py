@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.pagination import paginate
 
-from chat import presence, selectors, services
+from chat import selectors, services
+from chat.heartbeat import heartbeat_receive
 from chat.models import ChatMessage, ChatSession
 from chat.schemas import (
     HeartbeatIn,
@@ -20,7 +21,6 @@ from chat.schemas import (
     SessionOut,
     SessionUpdateIn,
 )
-from cleanup.decisions import preview_stop_due
 from kosuke.auth import AsyncApiTokenAuth, BrowserSessionAuth
 from kosuke.pagination import Pagination
 
@@ -88,11 +88,10 @@ def message_list(request: HttpRequest, project_id: PathId, session_id: PathId) -
 async def heartbeat(
     request: HttpRequest, project_id: PathId, session_id: PathId, body: HeartbeatIn
 ):
-    """The hottest route (every open preview panel, every ~30 s): async, one read of the
-    session and its preview and nothing written; presence lives in Redis. Answers when
-    the preview stops if nothing happens."""
-    session = await selectors.session_with_preview_get_async(
-        owner=request.auth, project_id=project_id, session_id=session_id
+    """The hottest route (every open preview panel, every ~30 s): async, and no database
+    work once the session is known (chat.heartbeat). Answers when the preview stops if
+    nothing happens."""
+    seen, stops = await heartbeat_receive(
+        owner=request.auth, project_id=project_id, session_id=session_id, client_id=body.client_id
     )
-    seen = await presence.heartbeat_record(session_pk=session.pk, client_id=body.client_id)
-    return PresenceOut.of(seen, preview_stop_due(getattr(session, "preview", None)))
+    return PresenceOut.of(seen, stops)

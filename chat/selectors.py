@@ -22,40 +22,14 @@ def session_get(*, owner: AbstractBaseUser, project_id: str, session_id: str) ->
         owner=owner, project_id=project_id, session_id=session_id
     ).first()
     if session is None:
-        raise _session_missing(project_id, session_id)
+        raise session_missing(project_id, session_id)
     return session
 
 
-def _session_missing(project_id: str, session_id: str) -> ApplicationError:
+def session_missing(project_id: str, session_id: str) -> ApplicationError:
     return ApplicationError(
         f"chat session {session_id!r} not found in project {project_id!r}", status=404
     )
-
-
-# What the cleanup rules read of a session and its preview (cleanup.decisions.Snapshot).
-_RULE_FIELDS = (
-    "last_activity_at",
-    "idle_timeout_minutes",
-    "busy_until",
-    "preview__state",
-    "preview__started_at",
-)
-
-
-async def session_with_preview_get_async(
-    *, owner: AbstractBaseUser, project_id: str, session_id: str
-) -> ChatSession:
-    """The owner's session (404 like `session_get`) with what the cleanup rules read of it
-    and of its preview, in one query and no transaction: the heartbeat's one read."""
-    session = await (
-        ChatSession.objects.filter(owner=owner, project_id=project_id, session_id=session_id)
-        .select_related("preview")
-        .only(*_RULE_FIELDS)
-        .afirst()
-    )
-    if session is None:
-        raise _session_missing(project_id, session_id)
-    return session
 
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatMessage, ChatSession
 from kosuke.errors import ApplicationError
 
@@ -55,6 +56,7 @@ def activity_record(
     )
     if moved:
         session.last_activity_at = at
+        stop_inputs_changed([session.pk])
     return bool(moved)
 
 

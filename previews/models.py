@@ -9,6 +9,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatSession
 
 
@@ -107,6 +108,7 @@ class Preview(models.Model):
             rows = rows.filter(guard)
         changed = rows.update(state=to, state_changed_at=now, **fields)
         if changed:
+            stop_inputs_changed([self.session_id])
             self.state, self.state_changed_at = to, now
             for name, value in fields.items():
                 setattr(self, name, value)

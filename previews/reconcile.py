@@ -20,6 +20,7 @@ from django.db.models import F
 from django.db.models.fields.tuple_lookups import Tuple, TupleIn
 from django.utils import timezone
 
+from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatSession
 from previews.engine import Container, EngineError, deployment_labels, engine
 from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
@@ -176,6 +177,8 @@ def previews_reconcile(previews: list[Preview], listing: EngineListing, *, now: 
                 .filter(TupleIn(Tuple(F("pk"), F("state_changed_at")), as_read))
                 .update(state=to, state_changed_at=now, **fields)
             )
+            if count:
+                stop_inputs_changed(preview.session_id for preview in chunk)
             if count == len(chunk):
                 for preview in chunk:
                     preview.state, preview.state_changed_at = to, now
