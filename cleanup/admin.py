@@ -43,6 +43,23 @@ class RunOutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RunFoundFilter(admin.SimpleListFilter):
+    """Most beat sweeps find nothing; this hides them (the dashboard's runs page does the same)."""
+
+    title = "found"
+    parameter_name = "found"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("something", "something to stop"), ("nothing", "nothing")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "something":
+            return queryset.found_something()
+        if self.value() == "nothing":
+            return queryset.found_nothing()
+        return queryset
+
+
 DECISION_FIELDS = ("project_id", "session_id", "stop_reason", "reason", "level", "outcome")
 
 
@@ -73,7 +90,7 @@ class OperatorActionInline(admin.TabularInline):
 class CleanupRunAdmin(ReadOnlyAdmin):
     list_display = (
         "pk",
-        "started_at",
+        "started",
         "trigger",
         "dry_run",
         "threshold_minutes",
@@ -89,9 +106,13 @@ class CleanupRunAdmin(ReadOnlyAdmin):
         "finished_at",
         "note",
     )
-    list_filter = ("trigger", RunOutcomeFilter, "dry_run", "paused", "started_at")
+    list_filter = ("trigger", RunFoundFilter, RunOutcomeFilter, "dry_run", "paused", "started_at")
     date_hierarchy = "started_at"
     inlines = [OperatorActionInline, StopDecisionInline]
+
+    @admin.display(description="started (UTC)", ordering="started_at")
+    def started(self, run: CleanupRun) -> str:
+        return f"{run.started_at:%Y-%m-%d %H:%M:%S}"  # a sweep every few seconds: to the second
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CleanupRun]:
         # The numbers come from the decisions: counted for the whole page in one query.

@@ -176,3 +176,17 @@ def test_one_sessions_preview_control_names_what_is_wrong(ops):
     assert b"expected PROJECT/SESSION" in response.content
     response = ops.post("/ops/preview", {"session": "p/s", "action": "stop", "reason": "r"})
     assert response.status_code == 404 and b"no chat session p/s" in response.content
+
+
+def test_the_admins_run_list_shows_seconds_and_hides_empty_runs_on_request(ops, db):
+    from django.contrib.auth.models import User
+
+    User.objects.filter(username="operator").update(is_superuser=True)
+    busy = _run(decisions=[Outcome.STOPPED])
+    empty = _run(examined=4)
+
+    page = ops.get("/admin/cleanup/cleanuprun/?found=something").content.decode()
+
+    assert f"{busy.started_at:%Y-%m-%d %H:%M:%S}" in page
+    assert f'href="/admin/cleanup/cleanuprun/{busy.pk}/change/' in page
+    assert f'href="/admin/cleanup/cleanuprun/{empty.pk}/change/' not in page
