@@ -6,6 +6,8 @@
   const page = body.dataset.page;
 
   // --- charts (uPlot, vendored) ------------------------------------------------------
+  // Times in UTC, as everywhere else on these pages.
+  const utc = (seconds) => uPlot.tzDate(new Date(seconds * 1e3), "Etc/UTC");
   function chart(element) {
     const data = JSON.parse(document.getElementById(element.dataset.series).textContent);
     const width = Math.max(element.clientWidth, 300);
@@ -20,16 +22,17 @@
     if (element.id === "chart-live") {
       const series = data.live_previews;
       return new uPlot(
-        { width, height: 220, series: [{}, { label: "previews examined", stroke: "#2456a6", fill: "rgba(36,86,166,.12)" }],
+        { width, height: 220, tzDate: utc,
+          series: [{ label: "UTC" }, { label: "previews examined", stroke: "#2456a6", fill: "rgba(36,86,166,.12)" }],
           axes: [{}, { label: "previews" }] },
         [series.at, series.previews], element);
     }
     const stops = data.stops_per_hour;
     const bars = uPlot.paths.bars({ size: [0.6, 40] });
     return new uPlot(
-      { width, height: 220,
-        series: [{}, { label: "stopped", stroke: "#1f7a3d", fill: "rgba(31,122,61,.35)", paths: bars },
-                 { label: "failed", stroke: "#b42318", fill: "rgba(180,35,24,.45)", paths: bars },
+      { width, height: 220, tzDate: utc,
+        series: [{ label: "UTC" }, { label: "stopped", stroke: "#1f7a3d", fill: "rgba(31,122,61,.35)", paths: bars },
+                 { label: "failed", stroke: "#b42318", width: 2, points: { size: 6 } },
                  { label: "skipped", stroke: "#8a94a3", width: 1 }],
         axes: [{}, { label: "per hour" }] },
       [stops.at, stops.stopped, stops.failed, stops.skipped], element);
