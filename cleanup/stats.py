@@ -231,6 +231,8 @@ def stats_series(window: timedelta, *, now: datetime | None = None) -> dict:
             outcome
         ] = n
     return {
+        "from": since.timestamp(),
+        "to": now.timestamp(),
         "live_previews": {"at": [at for at, _ in live], "previews": [n for _, n in live]},
         "stops_per_hour": {
             "at": list(hours),

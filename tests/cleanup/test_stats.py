@@ -15,7 +15,7 @@ from django.utils import timezone
 from cleanup.control import Actor, cleanup_pause
 from cleanup.models import CleanupRun, StopDecision, StopRollup
 from cleanup.rollups import LATE_BUCKET_EDGES
-from cleanup.stats import cleanup_stats, stats_in_words, window_parse
+from cleanup.stats import cleanup_stats, stats_in_words, stats_series, window_parse
 from previews.models import Preview, PreviewState, StopReason
 from tests.builders import chat_session_create
 
@@ -98,6 +98,31 @@ def test_window_stats_agree_with_counts_made_independently(db):
     assert stats["sweeps"]["run"] == runs.filter(paused=False).count()
     assert stats["sweeps"]["paused"] == runs.filter(paused=True).count()
     assert stats["stops_pending"] == StopDecision.objects.filter(outcome="pending").count()
+
+
+def test_the_charts_series_agree_with_counts_made_independently(db):
+    decisions = _seed_history(600)
+    for n, run in enumerate(CleanupRun.objects.all()):
+        CleanupRun.objects.filter(pk=run.pk).update(examined=n)
+    window = td(days=7)
+
+    series = stats_series(window, now=NOW)
+
+    hours = {}
+    for d in decisions:
+        if NOW - window <= d.decided_at <= NOW:
+            hour = d.decided_at.replace(minute=0, second=0, microsecond=0).timestamp()
+            hours.setdefault(hour, {o: 0 for o in Outcome.values})[d.outcome] += 1
+    stops = series["stops_per_hour"]
+    assert stops["at"] == sorted(hours)
+    for outcome in Outcome.values:
+        assert stops[outcome] == [hours[at][outcome] for at in stops["at"]]
+    live = {  # a run every 3 hours: each hour holds at most one
+        run.started_at.replace(minute=0, second=0).timestamp(): run.examined
+        for run in CleanupRun.objects.filter(started_at__gte=NOW - window, paused=False)
+    }
+    assert dict(zip(*series["live_previews"].values(), strict=True)) == live
+    assert (series["from"], series["to"]) == ((NOW - window).timestamp(), NOW.timestamp())
 
 
 def test_the_stops_of_pruned_runs_still_count(db):

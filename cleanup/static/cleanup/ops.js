@@ -10,6 +10,7 @@
   const utc = (seconds) => uPlot.tzDate(new Date(seconds * 1e3), "Etc/UTC");
   function chart(element) {
     const data = JSON.parse(document.getElementById(element.dataset.series).textContent);
+    const scales = { x: { time: true, range: [data.from, data.to] } };  // the whole window
     const width = Math.max(element.clientWidth, 300);
     const points = element.id === "chart-live" ? data.live_previews.at : data.stops_per_hour.at;
     if (points.length === 0) {
@@ -22,7 +23,7 @@
     if (element.id === "chart-live") {
       const series = data.live_previews;
       return new uPlot(
-        { width, height: 220, tzDate: utc,
+        { width, height: 220, tzDate: utc, scales,
           series: [{ label: "UTC" }, { label: "previews examined", stroke: "#2456a6", fill: "rgba(36,86,166,.12)" }],
           axes: [{}, { label: "previews" }] },
         [series.at, series.previews], element);
@@ -30,7 +31,7 @@
     const stops = data.stops_per_hour;
     const bars = uPlot.paths.bars({ size: [0.6, 40] });
     return new uPlot(
-      { width, height: 220, tzDate: utc,
+      { width, height: 220, tzDate: utc, scales,
         series: [{ label: "UTC" }, { label: "stopped", stroke: "#1f7a3d", fill: "rgba(31,122,61,.35)", paths: bars },
                  { label: "failed", stroke: "#b42318", width: 2, points: { size: 6 } },
                  { label: "skipped", stroke: "#8a94a3", width: 1 }],
