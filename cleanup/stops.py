@@ -14,8 +14,9 @@ a cancel wins and nothing is stopped; after it, the stop finishes.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import F, Value
@@ -94,6 +95,7 @@ def decision_execute(
     Raises EngineError when the engine fails, leaving the decision pending for a retry.
     """
     now = now or timezone.now()
+    began = time.monotonic()
     decision = (
         StopDecision.objects.select_related("run", "chat_session__preview")
         .filter(pk=decision_id)
@@ -109,7 +111,8 @@ def decision_execute(
         # may take it over, and without a marker the sweep hands this out again then.
         handout_clear(decision.pk)
         return UNDER_WAY
-    decision_settle(decision, *result, now=now)
+    # Settled when the engine answered: a stop can take its whole stop timeout.
+    decision_settle(decision, *result, now=now + timedelta(seconds=time.monotonic() - began))
     return result[0]
 
 

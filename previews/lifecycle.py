@@ -10,8 +10,9 @@ confirmed the stop of every running container.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Exists, OuterRef, Q
 
@@ -172,6 +173,7 @@ def preview_stop_claimed(
     """
     preview_engine = engine(preview.engine)
     failures: list[EngineError] = []
+    began = time.monotonic()
     try:
         for container_id in container_ids:
             try:
@@ -187,6 +189,8 @@ def preview_stop_claimed(
         permanent = all(failure.permanent for failure in failures)
         error = PermanentEngineError if permanent else EngineError
         raise error(f"could not stop the preview of {preview.session}: {errors}")
+    # Stopped when the engine confirmed it, a stop timeout after the claim at worst.
+    now += timedelta(seconds=time.monotonic() - began)
     if kept_running:
         preview_release(preview, to=PreviewState.RUNNING, token=token, now=now)
         return StopOutcome.KEPT

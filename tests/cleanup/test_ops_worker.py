@@ -86,6 +86,11 @@ def test_cancel_leaves_the_stops_that_have_not_begun_and_lets_the_others_finish(
         assert Preview.objects.get(session=decision.chat_session).state == PreviewState.RUNNING
     stopped = [Preview.objects.get(session=s).state for s in sessions].count("stopped")
     assert stopped == 4
+    # A stop settles when the engine confirmed it, not when it began: the stop timeout later.
+    for decision in run.decisions.filter(outcome=Outcome.STOPPED):
+        assert decision.settled_at - decision.began_at >= td(seconds=3.5)
+        preview = Preview.objects.get(session=decision.chat_session)
+        assert preview.stopped_at - decision.began_at >= td(seconds=3.5)
     action = OperatorAction.objects.get(kind="cancel")
     assert (action.run, action.details) == (run, {"cancelled": 2, "under_way": 4})
 
