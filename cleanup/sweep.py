@@ -111,6 +111,18 @@ def _stops_pending() -> list[StopDecision]:
     return list(StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING).only(*fields))
 
 
+def _engines_list_and_report(engine_urls: set[str]) -> EngineListing:
+    """List each engine once (and the configured one), and tell the health reports what
+    each showed: the sweep is what keeps /readyz and the statistics current."""
+    listing = engines_list(engine_urls | {engine().url})
+    engine_reports_record(
+        reached=listing.reached,
+        unreachable=listing.unreachable,
+        running=listing.running_by_engine(),
+    )
+    return listing
+
+
 def _decide_each(
     previews: list[Preview],
     listing: EngineListing,
@@ -291,12 +303,17 @@ def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
         run.note = "cancelled before it started"
     elif pause is not None and run.trigger in CleanupRun.SCHEDULED:
         run.paused, run.note = True, f"{pause.describe()}; nothing stopped"
+        # Still report on the engines: a pause is not an outage (/readyz, the statistics).
+        live_engines = Preview.objects.exclude(state=PreviewState.STOPPED).values_list(
+            "engine", flat=True
+        )
+        run.engine_list_calls = _engines_list_and_report(set(live_engines.distinct())).list_calls
     else:
         if pause is not None:
             run.note = f"cleanup is {pause.describe()}; this {run.trigger} run went ahead"
         return False
     run.swept_at, run.duration_ms = now, 0
-    _save(run, "started_at", "paused", "note", "swept_at", "duration_ms")
+    _save(run, "started_at", "paused", "note", "swept_at", "duration_ms", "engine_list_calls")
     logger.info("sweep %s: %s", run.pk, run.note, extra={"run": run.pk})
     progress_publish(run, "finished")
     return True
@@ -315,12 +332,7 @@ def _sweep(
     pending = _stops_pending()
     previews = _previews(live=True, session_pks=session_pks)
     listed_at = timezone.now()
-    listing = engines_list({preview.engine for preview in previews} | {engine().url})
-    engine_reports_record(
-        reached=listing.reached,
-        unreachable=listing.unreachable,
-        running=listing.running_by_engine(),
-    )
+    listing = _engines_list_and_report({preview.engine for preview in previews})
     elsewhere = sessions_running_elsewhere(listing, known={p.session_id for p in previews})
     if session_pks is not None:
         elsewhere &= session_pks

@@ -13,6 +13,8 @@ from chat.tokens import api_token_create
 from cleanup.control import Actor, cleanup_pause, pause_state
 from cleanup.models import CleanupRun, OperatorAction, StopDecision
 from cleanup.sweep import sweep
+from kosuke.health import ENGINE_REPORTS_KEY, engine_reports
+from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
 from tests.builders import api_client, chat_session_create, user_create
 
@@ -282,10 +284,14 @@ def test_pause_and_resume_steer_scheduled_sweeps_and_are_recorded(
     ).json()
     assert (paused["paused"], paused["by"], paused["reason"]) == (True, "operator", "deploy")
 
+    redis_client().delete(ENGINE_REPORTS_KEY)
     scheduled = sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=lambda *a, **k: None)
     words = f"paused by operator until {until:%Y-%m-%d %H:%M:%S} UTC: deploy"
     assert scheduled.paused and scheduled.note == f"{words}; nothing stopped"
     assert scheduled.examined == 0 and scheduled.is_finished
+    # It still reports on the engine: a pause is not an outage.
+    assert scheduled.engine_list_calls == 1
+    assert all(report["ok"] for report in engine_reports().values())
     explicit = sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=lambda *a, **k: None)
     assert not explicit.paused
     assert explicit.note == f"cleanup is {words}; this command run went ahead"
