@@ -116,7 +116,7 @@ class StopDueOut(Schema):
             return {"stops_at": None, "stops_because": None, "stops_reason": None}
         return {
             "stops_at": due.at,
-            "stops_because": due.reason,
+            "stops_because": due.because,
             "stops_reason": due.stop_reason.value,
         }
 

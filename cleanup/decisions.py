@@ -79,6 +79,15 @@ class StopDue:
     at: datetime
     reason: str  # completes "stopped ...": "after 30 min without activity (threshold 30 min)"
     stop_reason: StopReason
+    kept_alive: bool = False  # held until `at` by a keep-alive (busy_until)
+
+    @property
+    def because(self) -> str:
+        """Why, for the people watching: a keep-alive that holds the stop is named, as
+        activity does not move it then."""
+        if self.kept_alive:
+            return f"when its keep-alive ends at {self.at:%Y-%m-%d %H:%M} UTC, {self.reason}"
+        return self.reason
 
 
 def _minutes(delta: timedelta) -> str:
@@ -170,7 +179,9 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
 
     timed = _time_rule_stop(snapshot, now, policy)
     if timed is not None:
-        return stop(f"stopped {timed.reason}", timed.stop_reason, timed.at)
+        # Due from when the rule applied, or from when a keep-alive that held it ended.
+        due_at = max(timed.at, snapshot.busy_until) if snapshot.busy_until else timed.at
+        return stop(f"stopped {timed.reason}", timed.stop_reason, due_at)
     quiet_for = now - snapshot.last_activity_at
     if level == ActivityLevel.DISCONNECTED:
         gone_for = now - snapshot.last_seen_at
@@ -200,9 +211,12 @@ def stop_due(snapshot: Snapshot, policy: Policy) -> StopDue | None:
         return None
     moments = (_inactive_at(snapshot, policy), _max_age_at(snapshot, policy))
     first_rule_at = min(moment for moment in moments if moment is not None)
+    due = _time_rule_stop(snapshot, first_rule_at, policy)
+    busy_until = snapshot.busy_until
+    if busy_until is None or busy_until <= first_rule_at:
+        return due
     # A keep-alive keeps while still ahead (`busy_until > now`): at its end it stops.
-    at = max(first_rule_at, snapshot.busy_until or first_rule_at)
-    return replace(_time_rule_stop(snapshot, at, policy), at=at)
+    return replace(_time_rule_stop(snapshot, busy_until, policy), at=busy_until, kept_alive=True)
 
 
 def preview_stop_due(preview: Preview | None, *, kept: bool = False) -> StopDue | None:

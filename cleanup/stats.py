@@ -27,7 +27,7 @@ from django.utils import timezone
 from chat.models import ActivityLevel, activity_level
 from chat.presence import sessions_last_seen
 from cleanup.control import Pause, pause_state
-from cleanup.decisions import Policy, viewer_has_left
+from cleanup.decisions import Policy, Snapshot, stop_due, viewer_has_left
 from cleanup.metrics import sweeps_skipped_since
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.rollups import LATE_BUCKET_EDGES, decision_groups, decisions_per_hour
@@ -81,8 +81,9 @@ def stats_now(*, now: datetime | None = None) -> dict:
 
 
 def _running_previews(now: datetime) -> dict:
-    """Running previews by activity level and by engine, and how far past their threshold
-    the overdue ones are: one query over the live previews, one Redis round trip."""
+    """Running previews by activity level and by engine, and how far past their stop the
+    overdue ones are (the rules' own moment: the threshold, the maximum age, or the end of
+    a keep-alive): one query over the live previews, one Redis round trip."""
     policy = Policy.from_settings()
     rows = list(
         Preview.objects.filter(state=PreviewState.RUNNING).values_list(
@@ -91,6 +92,7 @@ def _running_previews(now: datetime) -> dict:
             "started_at",
             "session__last_activity_at",
             "session__idle_timeout_minutes",
+            "session__busy_until",
         )
     )
     try:
@@ -101,14 +103,23 @@ def _running_previews(now: datetime) -> dict:
     by_level = dict.fromkeys(ActivityLevel.values, 0)
     by_engine: Counter[str] = Counter()
     overdue, overdue_seconds = 0, 0.0
-    for session_pk, engine_url, started_at, last_activity_at, idle_minutes in rows:
+    for session_pk, engine_url, started_at, last_activity_at, idle_minutes, busy_until in rows:
         left = viewer_has_left(
             last_seen_at=last_seen[session_pk], started_at=started_at, now=now, policy=policy
         )
         by_level[activity_level(now - last_activity_at, viewer_left=left)] += 1
         by_engine[engine_url] += 1
-        threshold = timedelta(minutes=idle_minutes) if idle_minutes else policy.threshold
-        past = (now - last_activity_at - threshold).total_seconds()
+        due = stop_due(
+            Snapshot(
+                preview_state=PreviewState.RUNNING,
+                last_activity_at=last_activity_at,
+                idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
+                busy_until=busy_until,
+                started_at=started_at,
+            ),
+            policy,
+        )
+        past = (now - due.at).total_seconds()
         if past > 0:
             overdue, overdue_seconds = overdue + 1, overdue_seconds + past
     return {

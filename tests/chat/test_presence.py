@@ -159,7 +159,10 @@ def test_the_heartbeat_follows_the_session_timeout_and_keep_alive(alice, alice_a
     body = _heartbeat(alice_api)
 
     assert _same_moment(body["stops_at"], busy_until)
-    assert body["stops_because"] == "after 120 min without activity (threshold 60 min)"
+    assert body["stops_because"] == (
+        f"when its keep-alive ends at {busy_until:%Y-%m-%d %H:%M} UTC, "
+        "after 120 min without activity (threshold 60 min)"
+    )
 
 
 def test_the_heartbeat_says_the_maximum_age_that_activity_cannot_move(alice, alice_api, settings):

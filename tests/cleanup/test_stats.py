@@ -160,6 +160,11 @@ def test_previews_now_by_state_and_level(alice, settings):
     for name, age in ages.items():
         session = chat_session_create(alice, session_id=name, last_activity_at=NOW - age)
         Preview.objects.create(session=session, state=PreviewState.RUNNING, engine="unix:///a.sock")
+    # Past its threshold, but a keep-alive holds it: not overdue.
+    held = chat_session_create(
+        alice, session_id="held", last_activity_at=NOW - td(hours=2), busy_until=NOW + td(hours=1)
+    )
+    Preview.objects.create(session=held, state=PreviewState.RUNNING, engine="unix:///a.sock")
     gone = chat_session_create(alice, session_id="gone")
     Preview.objects.create(session=gone, state=PreviewState.STOPPED, engine="unix:///a.sock")
     cleanup_pause(Actor(name="ops"), reason="drill")
@@ -170,26 +175,26 @@ def test_previews_now_by_state_and_level(alice, settings):
     assert previews["by_state"] == {
         "stopped": 1,
         "starting": 0,
-        "running": 3,
+        "running": 4,
         "stopping": 0,
         "failed": 0,
     }
     assert previews["running_by_level"] == {
         "active": 1,
         "idle": 1,
-        "background": 1,
+        "background": 2,
         "disconnected": 0,
     }
     assert (previews["overdue"], previews["overdue_hours"]) == (1, round(10 / 60, 3))
     [engine] = stats["engines"]
     assert (engine["engine"], engine["previews_running"], engine["reachable"]) == (
         "unix:///a.sock",
-        3,
+        4,
         False,
     )
     assert stats["paused"]["reason"] == "drill"
     words = "\n".join(stats_in_words(stats))
-    assert "cleanup: paused by ops: drill" in words and "running 3" in words
+    assert "cleanup: paused by ops: drill" in words and "running 4" in words
 
 
 def test_the_number_of_queries_does_not_grow_with_the_history(db):

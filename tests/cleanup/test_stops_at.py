@@ -71,7 +71,12 @@ def test_a_keep_alive_holds_the_stop_until_it_ends(previews_on_docker, alice, al
     stops_at, because, code = _stop_announced(alice_api)
 
     assert abs(stops_at - busy_until) < td(milliseconds=1)
-    _assert_kept_then_stopped(session, stops_at, because, code)
+    # The panel is told that the keep-alive holds the stop; the decision says why it stops.
+    held = f"when its keep-alive ends at {busy_until:%Y-%m-%d %H:%M} UTC, "
+    assert because.startswith(held)
+    _assert_kept_then_stopped(session, stops_at, because.removeprefix(held), code)
+    # Late from the keep-alive's end, not from the threshold it held back.
+    assert StopDecision.objects.get(chat_session=session).due_at == busy_until
 
 
 def test_the_maximum_age_stops_an_active_preview(previews_on_docker, alice, alice_api, settings):
