@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import redis
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
 from cleanup.models import CleanupRun, StopDecision
 from kosuke.redis_client import redis_client
@@ -46,6 +47,7 @@ def _append_and_publish() -> redis.commands.core.Script:
 
 
 def _publish(pipe: redis.client.Pipeline, event: dict) -> None:
+    event = {**event, "at": timezone.now()}  # the server's clock, for the pages
     _append_and_publish()(
         keys=[EVENTS_KEY, CHANNEL],
         args=[json.dumps(event, cls=DjangoJSONEncoder), EVENTS_KEPT],

@@ -85,7 +85,8 @@ def main() -> int:
     call_command("migrate", interactive=False, verbosity=1)
     _first_start_credentials()
     _engine_report()
-    print(f"dev: web on http://127.0.0.1:{os.environ['WEB_PORT']}/admin/ and /api/docs")
+    web = f"http://127.0.0.1:{os.environ['WEB_PORT']}"
+    print(f"dev: web on {web}/ops/ (the dashboard), {web}/admin/ and {web}/api/docs")
     print(
         f"dev: Flower on http://127.0.0.1:{os.environ['FLOWER_PORT']}/ "
         f"(basic auth {os.environ['FLOWER_BASIC_AUTH']})"

@@ -8,6 +8,7 @@
   // --- charts (uPlot, vendored) ------------------------------------------------------
   // Times in UTC, as everywhere else on these pages.
   const utc = (seconds) => uPlot.tzDate(new Date(seconds * 1e3), "Etc/UTC");
+  const counted = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];  // whole numbers
   function chart(element) {
     const data = JSON.parse(document.getElementById(element.dataset.series).textContent);
     const scales = { x: { time: true, range: [data.from, data.to] } };  // the whole window
@@ -25,7 +26,7 @@
       return new uPlot(
         { width, height: 220, tzDate: utc, scales,
           series: [{ label: "UTC" }, { label: "previews examined", stroke: "#2456a6", fill: "rgba(36,86,166,.12)" }],
-          axes: [{}, { label: "previews" }] },
+          axes: [{}, { label: "previews", incrs: counted }] },
         [series.at, series.previews], element);
     }
     const stops = data.stops_per_hour;
@@ -35,10 +36,45 @@
         series: [{ label: "UTC" }, { label: "stopped", stroke: "#1f7a3d", fill: "rgba(31,122,61,.35)", paths: bars },
                  { label: "failed", stroke: "#b42318", width: 2, points: { size: 6 } },
                  { label: "skipped", stroke: "#8a94a3", width: 1 }],
-        axes: [{}, { label: "per hour" }] },
+        axes: [{}, { label: "per hour", incrs: counted }] },
       [stops.at, stops.stopped, stops.failed, stops.skipped], element);
   }
-  document.querySelectorAll(".chart").forEach(chart);
+  function charts() {
+    document.querySelectorAll(".chart").forEach((element) => { element.replaceChildren(); chart(element); });
+  }
+  charts();
+
+  // --- the overview's cards: read again after each sweep (at most every few seconds) ----
+  let refreshing = null;
+  function refreshSoon(delay = 3000) {
+    if (page !== "overview" || refreshing) return;
+    refreshing = setTimeout(async () => {
+      try {
+        const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        document.querySelectorAll("[data-refresh]").forEach((element) => {
+          const replacement = fresh.getElementById(element.id);
+          if (replacement) element.replaceWith(replacement);
+        });
+        pauseForms();
+        charts();
+      } finally {
+        refreshing = null;
+      }
+    }, delay);
+  }
+  function pauseForms() {
+    const state = document.getElementById("cleanup-state");
+    if (!state) return;
+    const paused = state.dataset.paused === "true";
+    document.getElementById("pause-form").hidden = paused;
+    document.getElementById("resume-form").hidden = !paused;
+    // A pause with an end: show it ended when it does, without waiting for a sweep.
+    const until = paused && state.dataset.until ? Date.parse(state.dataset.until) : NaN;
+    if (!Number.isNaN(until)) setTimeout(() => refreshSoon(0), Math.max(0, until - Date.now()) + 1000);
+  }
+  pauseForms();
 
   // --- the live feed -------------------------------------------------------------------
   const feed = document.getElementById("feed");
@@ -55,7 +91,7 @@
 
   function setCounts(summary) {
     if (!counts) return;
-    for (const name of ["examined", "found", "stopped", "skipped", "failed", "cancelled", "pending"]) {
+    for (const name of ["examined", "found", "stopped", "skipped", "deferred", "failed", "cancelled", "pending"]) {
       if (summary[name] !== undefined) counts.querySelector(`[data-count="${name}"]`).textContent = summary[name];
     }
   }
@@ -90,10 +126,7 @@
     const found = (event.decisions || []).length + (event.deferred || 0);
     if (page === "overview") {
       if (event.phase === "started") setText("last-sweep", `Sweeping now: run ${event.run} (${event.trigger})…`);
-      if (event.phase === "swept" || (event.phase === "finished" && event.examined !== undefined)) {
-        setText("last-sweep", `Last sweep: run ${event.run} (${event.trigger}) at ${seconds(new Date())} UTC, ` +
-          `${event.examined} examined, ${event.found} found${event.note ? ": " + event.note : ""}.`);
-      }
+      if (event.phase === "swept" || event.phase === "finished") refreshSoon();
       if (event.phase === "swept" && found > 0 && event.run !== runId) {
         runId = event.run;  // a run that found something becomes the live run
         document.getElementById("live-run").hidden = false;
@@ -104,7 +137,7 @@
         const link = document.createElement("a");
         link.href = `runs/${event.run}/`;
         link.textContent = `run ${event.run}`;
-        title.append(link, ` (${event.trigger}${event.dry_run ? ", dry run" : ""}), swept ${seconds(new Date())} UTC`);
+        title.append(link, ` (${event.trigger}${event.dry_run ? ", dry run" : ""}), swept ${seconds(new Date(event.at))} UTC`);
       }
     } else if (page === "runs") {
       if (event.phase === "swept" && found > 0) document.getElementById("new-runs").hidden = false;
@@ -113,7 +146,7 @@
     if (event.run !== runId) return;
     if (event.phase === "started") runState("sweeping");
     if (event.phase === "swept") {
-      setText("run-swept", `${seconds(new Date())} UTC (${event.duration_ms} ms)`);
+      setText("run-swept", `${seconds(new Date(event.at))} UTC (${event.duration_ms} ms)`);
       showDecisions(event.decisions || []);
       setCounts(event);
       runState(event.finished ? "finished" : "stopping");
@@ -130,28 +163,13 @@
     if (event.phase === "finished") {
       if (event.examined !== undefined) setCounts(event);
       runState("finished");
-      setText("run-finished", `${seconds(new Date())} UTC`);
+      setText("run-finished", `${seconds(new Date(event.at))} UTC`);
       const cancel = document.getElementById("cancel-card");
       if (cancel) cancel.hidden = true;
       const failed = counts && Number(counts.querySelector('[data-count="failed"]').textContent);
       const retry = document.getElementById("retry-card");
       if (retry && failed) retry.hidden = false;
     }
-  }
-
-  function onPauseEvent(event) {
-    const state = document.getElementById("cleanup-state");
-    if (!state) return;
-    const paused = event.phase === "paused";
-    state.dataset.paused = String(paused);
-    state.textContent = paused ? "paused" : "running";
-    const pause = event.pause || {};
-    setText("pause-detail", paused
-      ? `Paused by ${pause.by}${pause.until ? " until " + seconds(new Date(pause.until)) + " UTC" : ""}` +
-        `${pause.reason ? ": " + pause.reason : ""}. Beat and cron sweeps stop nothing; sweeps started here still run.`
-      : "Resumed: beat sweeps stop what went idle.");
-    document.getElementById("pause-form").hidden = paused;
-    document.getElementById("resume-form").hidden = !paused;
   }
 
   const since = body.dataset.since;
@@ -166,7 +184,7 @@
   source.addEventListener("reset", () => window.location.reload());
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    if (event.phase === "paused" || event.phase === "resumed") onPauseEvent(event);
+    if (event.phase === "paused" || event.phase === "resumed") refreshSoon(0);
     else onRunEvent(event);
   };
   window.addEventListener("pagehide", () => source.close());
