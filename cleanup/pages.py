@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -175,13 +176,27 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 # --- controls -----------------------------------------------------------------------
 
 
-@require_POST
-@staff_only
-def sweep_start(request: HttpRequest) -> HttpResponse:
-    form = SweepForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
-    data = form.cleaned_data
+def control_posted(form_class: type[Form]):
+    """A control: POST only, staff only, its form valid (else a 400 page saying what is
+    wrong); the view gets the form's cleaned data."""
+
+    def wrap(view):
+        @require_POST
+        @staff_only
+        @functools.wraps(view)
+        def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            form = form_class(request.POST)
+            if not form.is_valid():
+                return _invalid(request, form)
+            return view(request, form.cleaned_data, *args, **kwargs)
+
+        return checked
+
+    return wrap
+
+
+@control_posted(SweepForm)
+def sweep_start(request: HttpRequest, data: dict) -> HttpResponse:
     run = CleanupRun.new(
         trigger=CleanupRun.Trigger.API,
         threshold_minutes=data["threshold_minutes"],
@@ -193,38 +208,25 @@ def sweep_start(request: HttpRequest) -> HttpResponse:
     return redirect("ops:run", run_id=run.pk)
 
 
-@require_POST
-@staff_only
-def pause(request: HttpRequest) -> HttpResponse:
-    form = PauseForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
-    minutes = form.cleaned_data["minutes"]
-    until = timezone.now() + timedelta(minutes=minutes) if minutes else None
-    paused = control.cleanup_pause(_actor(request), reason=form.cleaned_data["reason"], until=until)
+@control_posted(PauseForm)
+def pause(request: HttpRequest, data: dict) -> HttpResponse:
+    until = timezone.now() + timedelta(minutes=data["minutes"]) if data["minutes"] else None
+    paused = control.cleanup_pause(_actor(request), reason=data["reason"], until=until)
     messages.success(request, f"Scheduled cleanup is {paused.describe()}.")
     return redirect("ops:overview")
 
 
-@require_POST
-@staff_only
-def resume(request: HttpRequest) -> HttpResponse:
-    form = ReasonForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
-    ended = control.cleanup_resume(_actor(request), reason=form.cleaned_data["reason"])
+@control_posted(ReasonForm)
+def resume(request: HttpRequest, data: dict) -> HttpResponse:
+    ended = control.cleanup_resume(_actor(request), reason=data["reason"])
     messages.success(request, "Cleanup resumed." if ended else "Cleanup was not paused.")
     return redirect("ops:overview")
 
 
-@require_POST
-@staff_only
-def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    form = ReasonForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
+@control_posted(ReasonForm)
+def run_cancel(request: HttpRequest, data: dict, run_id: int) -> HttpResponse:
     run = get_object_or_404(CleanupRun.objects.with_counts(), pk=run_id)
-    result = control.run_cancel(run, _actor(request), reason=form.cleaned_data["reason"])
+    result = control.run_cancel(run, _actor(request), reason=data["reason"])
     messages.success(
         request,
         f"Run {run.pk}: {result['cancelled']} stop(s) cancelled, "
@@ -233,27 +235,16 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("ops:run", run_id=run.pk)
 
 
-@require_POST
-@staff_only
-def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
-    form = ReasonForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
+@control_posted(ReasonForm)
+def run_retry(request: HttpRequest, data: dict, run_id: int) -> HttpResponse:
     run = get_object_or_404(CleanupRun.objects.with_counts(), pk=run_id)
-    retry = control.run_retry(
-        run, _actor(request), reason=form.cleaned_data["reason"], start=run_start
-    )
+    retry = control.run_retry(run, _actor(request), reason=data["reason"], start=run_start)
     messages.success(request, f"Run {retry.pk} decides again for run {run.pk}'s failed stops.")
     return redirect("ops:run", run_id=retry.pk)
 
 
-@require_POST
-@staff_only
-def preview_control(request: HttpRequest) -> HttpResponse:
-    form = PreviewForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form)
-    data = form.cleaned_data
+@control_posted(PreviewForm)
+def preview_control(request: HttpRequest, data: dict) -> HttpResponse:
     session = session_find(data["session"], owner=data["owner"] or None)
     actor = f"{request.user} on the dashboard ({data['reason']})"
     preview = preview_ask(session=session, action=PreviewAction(data["action"]), actor=actor)

@@ -91,11 +91,8 @@ def test_stopping_stops_the_containers_and_records_why(previews_on_docker, sessi
     [container] = _containers(previews_on_docker, session)
     assert container.status == "exited"
     preview = Preview.objects.get()
-    assert (preview.state, preview.last_stop_reason, preview.stopped_at) == (
-        "stopped",
-        "inactive",
-        now,
-    )
+    assert (preview.state, preview.last_stop_reason) == ("stopped", "inactive")
+    assert now <= preview.stopped_at <= timezone.now()  # when the engine confirmed it
     assert (
         preview.last_stop_message() == f"stopped after 30 min without activity at {now:%H:%M} UTC"
     )
