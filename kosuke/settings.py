@@ -250,6 +250,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # minute) rather than kombu's default of about every 100 s.
     "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT_SECONDS // 4)),
     "unacked_restore_throttle": 1,
+    # The lock a worker holds while it restores those messages (a few milliseconds). A
+    # worker killed while holding it (SIGKILL, OOM) would block every restore for kombu's
+    # default of 300 s; a restore pass takes far less than this.
+    "unacked_mutex_expire": 10,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 

@@ -130,3 +130,18 @@ def test_a_run_finishes_only_when_every_stop_has_settled(worker, alice, engine_p
     assert (run.found, run.stopped, run.skipped, run.failed, run.pending) == (2, 2, 0, 0, 0)
     assert run.undecided == 1 and run.has_failures
     assert run.found == run.stopped + run.skipped + run.failed + run.pending
+
+
+def test_a_worker_killed_while_restoring_lost_messages_blocks_restores_briefly():
+    """Workers restore the messages of dead workers under a Redis lock; one killed while
+    holding it leaves the lock to expire. The broker's channel takes our expiry (seconds),
+    not kombu's default of 300 s that once held a stop past the fault suite's bound."""
+    from kosuke.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert channel.unacked_mutex_expire == 10
+        with channel.conn_or_acquire() as client:
+            lock = client.lock(channel.unacked_mutex_key, timeout=channel.unacked_mutex_expire)
+            assert lock.acquire(blocking=False)  # a worker that dies holding it
+            assert 0 < client.pttl(channel.unacked_mutex_key) <= 10_000
