@@ -8,15 +8,31 @@ Run: celery -A kosuke worker (every queue; -Q sweeps,stops,previews splits them)
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kosuke.settings")
 
+
+def _command_component() -> str | None:
+    """`worker`, `beat` or `flower` when this process is `celery -A kosuke <that>`: bound
+    as the log component at import, so that lines logged before Celery's signals fire
+    (beat's first, all of Flower's) say which process they come from."""
+    program = sys.argv[0]
+    if os.path.basename(program) != "celery" and not program.endswith("celery/__main__.py"):
+        return None
+    return next((word for word in sys.argv[1:] if word in ("worker", "beat", "flower")), None)
+
+
 app = Celery("kosuke")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+if (_early := _command_component()) is not None:
+    from kosuke.logs import bind_component
+
+    bind_component(_early)
 
 
 def _component(name: str) -> None:

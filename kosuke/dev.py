@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -76,6 +77,10 @@ def main() -> int:
         )
     print(f"dev: DATABASE_URL={os.environ['DATABASE_URL']}")
     print(f"dev: REDIS_URL={os.environ['REDIS_URL']}")
+    # For ./scripts/manage in a second terminal: the same stores and settings, while this runs.
+    dev_env = STATE_DIR / "dev.env"
+    names = ("DEBUG", "DATABASE_URL", "REDIS_URL", "KOSUKE_STATE_DIR")
+    dev_env.write_text("".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in names))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kosuke.settings")
 
     import django
@@ -93,9 +98,11 @@ def main() -> int:
     )
 
     honcho = subprocess.Popen(["honcho", "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR)  # noqa: S603, S607
-    # Ctrl-C reaches every process of the terminal; honcho stops its children, we wait.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
+    # Ctrl-C reaches every process of the terminal and honcho stops its children; a
+    # SIGINT or SIGTERM to this process alone is passed to honcho (which stops once).
+    # Either way this process waits for them, then stops the embedded servers.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: honcho.terminate())
     try:
         return honcho.wait()
     finally:
@@ -104,6 +111,7 @@ def main() -> int:
             redis_process.wait(timeout=10)
         if postgres is not None:
             postgres.cleanup()
+        dev_env.unlink(missing_ok=True)
         print("dev: stopped")
 
 

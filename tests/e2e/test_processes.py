@@ -136,6 +136,11 @@ def test_beat_stops_an_idle_preview_with_no_manual_trigger(processes, alice):
     containers = engine().containers({"kosuke.session_pk": str(session.pk)})
     assert [c.state for c in containers] == ["exited"]
     assert StopDecision.objects.get().outcome == "stopped"
+    # Every structured line names the process it comes from, the first ones included.
+    for name in ("worker", "beat"):
+        lines = (processes.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        logged = [line for line in lines if line.startswith("ts=")]
+        assert logged and all(f" component={name} " in line for line in logged), name
 
 
 def test_while_paused_beat_stops_nothing_and_after_resume_it_does(processes, alice):

@@ -66,6 +66,17 @@ class RunCommand:
         assert self.process.poll() is None, self.output()
         return time.monotonic() - started
 
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        """./scripts/manage in a second terminal: the same environment as the first."""
+        return subprocess.run(
+            ["./scripts/manage", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -74,8 +85,13 @@ class RunCommand:
         root = psutil.Process(self.process.pid)
         return [root, *root.children(recursive=True)]
 
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    def stop(self, *, whole_group: bool = True) -> None:
+        """SIGINT to every process, as Ctrl-C in a terminal sends it, or to the command's
+        process alone, as `kill -INT <pid>` does."""
+        if whole_group:
+            os.killpg(self.process.pid, signal.SIGINT)
+        else:
+            os.kill(self.process.pid, signal.SIGINT)
         self.process.wait(timeout=90)
 
 
@@ -141,10 +157,20 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     for name, mib in _memory_by_process(started).items():
         print(f"  {mib:4d} MiB  {name}")
 
+    # manage.py beside the running system finds its stores and settings.
+    beside = run_command.manage("cleanup_previews", "--stats")
+    assert beside.returncode == 0, beside.stderr
+    assert "cleanup: running" in beside.stdout
+
     run_command.stop()
 
     assert "dev: stopped" in run_command.output()
     assert _alive(started) == []
+    # Once it has stopped there is nothing to reach: one line saying so, not a traceback.
+    alone = run_command.manage("cleanup_previews", "--stats")
+    assert alone.returncode == 2
+    assert alone.stderr.startswith("manage.py: PostgreSQL does not answer")
+    assert alone.stderr.count("\n") == 1
     postgres = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -156,5 +182,6 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     assert "superuser 'admin' exists" in run_command.output()
     print(f"second start to /readyz 200: {second_start:.1f} s")
     started = run_command.processes()
-    run_command.stop()
+    run_command.stop(whole_group=False)
+    assert "dev: stopped" in run_command.output()
     assert _alive(started) == []
