@@ -277,6 +277,11 @@ LOGGING = {
     "formatters": {"logfmt": {"()": "kosuke.logs.KeyValueFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "logfmt"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # The embedded development PostgreSQL narrates every command at INFO.
-    "loggers": {"pgserver": {"level": "WARNING"}},
+    "loggers": {
+        # The embedded development PostgreSQL narrates every command at INFO.
+        "pgserver": {"level": "WARNING"},
+        # Django's own console handler (on with DEBUG) would print each error a second
+        # time, unformatted: its records go to the root handler only.
+        "django": {"handlers": [], "propagate": True},
+    },
 }

@@ -31,3 +31,19 @@ def test_a_record_names_its_own_session_outside_tasks():
 
     assert "component=web" in line and "task_id" not in line
     assert "session=p/s run=7 msg=decision" in line
+
+
+def test_django_errors_are_logged_once_in_the_one_format():
+    import logging as stdlib_logging
+
+    # Django's console handler (on with DEBUG) is gone: its records reach the root's.
+    django_logger = stdlib_logging.getLogger("django")
+    assert django_logger.handlers == [] and django_logger.propagate
+
+
+def test_browsers_asking_for_a_favicon_get_no_404(client, caplog):
+    with caplog.at_level("WARNING", logger="django.request"):
+        response = client.get("/favicon.ico")
+
+    assert response.status_code == 204
+    assert caplog.records == []
