@@ -7,15 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chat.models import (
-    ACTIVE_WITHIN,
-    IDLE_WITHIN,
-    ActivityLevel,
-    ApiToken,
-    ChatMessage,
-    ChatSession,
-    activity_level,
-)
+from chat.models import ActivityLevel, ApiToken, ChatMessage, ChatSession
+from chat.selectors import sessions_at_level
 from chat.tokens import api_token_create
 from kosuke.errors import ApplicationError
 from previews.remote import preview_ask
@@ -23,7 +16,7 @@ from previews.services import PreviewAction
 
 
 class ActivityLevelFilter(admin.SimpleListFilter):
-    """Filter by level with range queries on the indexed last_activity_at."""
+    """Filter by level (chat.selectors.sessions_at_level)."""
 
     title = "activity level"
     parameter_name = "level"
@@ -33,16 +26,7 @@ class ActivityLevelFilter(admin.SimpleListFilter):
         return [(level.value, level.label) for level in levels]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        if self.value() == ActivityLevel.ACTIVE:
-            return queryset.filter(last_activity_at__gte=now - ACTIVE_WITHIN)
-        if self.value() == ActivityLevel.IDLE:
-            return queryset.filter(
-                last_activity_at__lt=now - ACTIVE_WITHIN, last_activity_at__gte=now - IDLE_WITHIN
-            )
-        if self.value() == ActivityLevel.BACKGROUND:
-            return queryset.filter(last_activity_at__lt=now - IDLE_WITHIN)
-        return queryset
+        return sessions_at_level(queryset, self.value(), timezone.now())
 
 
 class ChatMessageInline(admin.TabularInline):
@@ -96,7 +80,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
 
     @admin.display(description="activity level")
     def activity_level_display(self, session: ChatSession) -> str:
-        return activity_level(timezone.now() - session.last_activity_at).label
+        return session.activity_level(timezone.now()).label
 
     @admin.display(description="preview", ordering="preview__state")
     def preview_state(self, session: ChatSession) -> str:

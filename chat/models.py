@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -29,16 +29,29 @@ class ActivityLevel(models.TextChoices):
     DISCONNECTED = "disconnected", "disconnected (no viewer)"
 
 
-def activity_level(quiet_for: timedelta, *, viewer_left: bool = False) -> ActivityLevel:
+def activity_level(
+    quiet_for: timedelta, *, threshold: timedelta | None = None, viewer_left: bool = False
+) -> ActivityLevel:
     """The one classification: disconnected once the last viewer has left (the cleanup
-    rules know that from presence), otherwise by the time since the last activity."""
+    rules know that from presence), otherwise by the time since the last activity.
+
+    The bands (2 and 10 minutes) end at the inactivity `threshold` when it is shorter (a
+    session's own timeout of 1 minute): a session past its threshold is background,
+    never "active" next to "stopped after 1 min without activity"."""
     if viewer_left:
         return ActivityLevel.DISCONNECTED
-    if quiet_for < ACTIVE_WITHIN:
+    active_within, idle_within = _bands(threshold)
+    if quiet_for < active_within:
         return ActivityLevel.ACTIVE
-    if quiet_for < IDLE_WITHIN:
+    if quiet_for < idle_within:
         return ActivityLevel.IDLE
     return ActivityLevel.BACKGROUND
+
+
+def _bands(threshold: timedelta | None) -> tuple[timedelta, timedelta]:
+    if threshold is None:
+        return ACTIVE_WITHIN, IDLE_WITHIN
+    return min(ACTIVE_WITHIN, threshold), min(IDLE_WITHIN, threshold)
 
 
 class ChatSession(models.Model):
@@ -80,6 +93,14 @@ class ChatSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_id}/{self.session_id}"
+
+    @property
+    def threshold(self) -> timedelta:
+        """Inactivity that stops its preview: its own timeout, or the configured one."""
+        return timedelta(minutes=self.idle_timeout_minutes or settings.CLEANUP_THRESHOLD_MINUTES)
+
+    def activity_level(self, now: datetime) -> ActivityLevel:
+        return activity_level(now - self.last_activity_at, threshold=self.threshold)
 
 
 class ChatMessage(models.Model):

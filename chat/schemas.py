@@ -20,7 +20,7 @@ from pydantic import (
     StrictStr,
 )
 
-from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession, activity_level
+from chat.models import IDENTIFIER_PATTERN, IDLE_TIMEOUT_MAX_MINUTES, ChatSession
 
 if TYPE_CHECKING:
     from chat.presence import Presence
@@ -92,7 +92,7 @@ class SessionOut(Schema):
 
     @staticmethod
     def resolve_activity_level(session: ChatSession) -> str:
-        return activity_level(timezone.now() - session.last_activity_at)
+        return session.activity_level(timezone.now())
 
 
 class MessageOut(Schema):

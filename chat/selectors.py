@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from datetime import datetime, timedelta
 
-from chat.models import ChatMessage, ChatSession
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
+
+from chat.models import ACTIVE_WITHIN, IDLE_WITHIN, ActivityLevel, ChatMessage, ChatSession
 from kosuke.errors import ApplicationError
 
 
@@ -30,6 +34,29 @@ def session_missing(project_id: str, session_id: str) -> ApplicationError:
     return ApplicationError(
         f"chat session {session_id!r} not found in project {project_id!r}", status=404
     )
+
+
+def sessions_at_level(sessions: QuerySet[ChatSession], level: str, now: datetime) -> QuerySet:
+    """The sessions at an activity level by their last activity (`chat.models.activity_level`:
+    the bands end at each session's threshold when it is shorter): range conditions on the
+    indexed last_activity_at, narrowed by the threshold."""
+    threshold = ExpressionWrapper(
+        Coalesce("idle_timeout_minutes", Value(settings.CLEANUP_THRESHOLD_MINUTES))
+        * Value(timedelta(minutes=1)),
+        output_field=DurationField(),
+    )
+    past_threshold = Q(
+        last_activity_at__lt=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField())
+    )
+    if level == ActivityLevel.ACTIVE:
+        return sessions.filter(last_activity_at__gte=now - ACTIVE_WITHIN).exclude(past_threshold)
+    if level == ActivityLevel.IDLE:
+        return sessions.filter(
+            last_activity_at__lt=now - ACTIVE_WITHIN, last_activity_at__gte=now - IDLE_WITHIN
+        ).exclude(past_threshold)
+    if level == ActivityLevel.BACKGROUND:
+        return sessions.filter(Q(last_activity_at__lt=now - IDLE_WITHIN) | past_threshold)
+    return sessions
 
 
 def message_list(*, session: ChatSession) -> QuerySet[ChatMessage]:

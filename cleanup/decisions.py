@@ -157,6 +157,7 @@ def decide(snapshot: Snapshot, now: datetime, policy: Policy) -> Decision:
     """Stop or keep, with the reason in words. The "never" rules come first."""
     level = activity_level(
         now - snapshot.last_activity_at,
+        threshold=_threshold(snapshot, policy),
         viewer_left=viewer_has_left(
             last_seen_at=snapshot.last_seen_at,
             started_at=snapshot.started_at,

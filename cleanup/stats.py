@@ -107,13 +107,14 @@ def _running_previews(now: datetime) -> dict:
         left = viewer_has_left(
             last_seen_at=last_seen[session_pk], started_at=started_at, now=now, policy=policy
         )
-        by_level[activity_level(now - last_activity_at, viewer_left=left)] += 1
+        threshold = timedelta(minutes=idle_minutes) if idle_minutes else policy.threshold
+        by_level[activity_level(now - last_activity_at, threshold=threshold, viewer_left=left)] += 1
         by_engine[engine_url] += 1
         due = stop_due(
             Snapshot(
                 preview_state=PreviewState.RUNNING,
                 last_activity_at=last_activity_at,
-                idle_timeout=timedelta(minutes=idle_minutes) if idle_minutes else None,
+                idle_timeout=threshold,
                 busy_until=busy_until,
                 started_at=started_at,
             ),

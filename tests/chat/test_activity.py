@@ -138,3 +138,42 @@ def test_it_classifies_activity_level_by_quiet_time(alice, quiet_for, level):
     session = chat_session_create(alice, last_activity_at=now - quiet_for)
 
     assert activity_level(now - session.last_activity_at) == level
+
+
+@pytest.mark.parametrize(
+    ("quiet_for", "idle_timeout_minutes", "level"),
+    [
+        (td(seconds=50), 1, "active"),
+        (td(seconds=90), 1, "background"),  # past its own threshold: never "active"
+        (td(minutes=3), 5, "idle"),
+        (td(minutes=6), 5, "background"),
+        (td(minutes=6), None, "idle"),  # the default threshold (30 min) is longer
+    ],
+)
+def test_the_levels_end_at_a_shorter_threshold(alice, quiet_for, idle_timeout_minutes, level):
+    now = timezone.now()
+    session = chat_session_create(
+        alice, last_activity_at=now - quiet_for, idle_timeout_minutes=idle_timeout_minutes
+    )
+
+    assert session.activity_level(now) == level
+
+
+def test_the_level_filter_agrees_with_each_sessions_level(alice, settings):
+    from chat.selectors import sessions_at_level
+
+    settings.CLEANUP_THRESHOLD_MINUTES = 5  # shorter than the 10-minute band
+    now = timezone.now()
+    quiet = [td(seconds=30), td(seconds=90), td(minutes=3), td(minutes=7), td(minutes=20)]
+    for n, (quiet_for, timeout) in enumerate(
+        (q, t) for q in quiet for t in (None, 1, 2, 4, 15, 60)
+    ):
+        quiet_since = now - quiet_for
+        chat_session_create(
+            alice, session_id=f"s{n}", last_activity_at=quiet_since, idle_timeout_minutes=timeout
+        )
+    sessions = list(ChatSession.objects.all())
+
+    for level in ("active", "idle", "background"):
+        found = set(sessions_at_level(ChatSession.objects.all(), level, now))
+        assert found == {s for s in sessions if s.activity_level(now) == level}, level

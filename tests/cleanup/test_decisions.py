@@ -351,3 +351,13 @@ def test_stop_due_agrees_with_decide_to_the_microsecond(snapshot, policy):
     assert not decided(due.at - td(microseconds=1)).stop
     at = decided(due.at)
     assert (at.stop, at.stop_reason, at.reason) == (True, due.stop_reason, f"stopped {due.reason}")
+
+
+def test_a_stop_for_inactivity_is_never_labelled_active_or_idle():
+    # A session's own threshold of 1 minute is shorter than the 2- and 10-minute bands.
+    snapshot = running(last_activity_at=NOW - td(seconds=90), idle_timeout=td(minutes=1))
+
+    decision = decide(snapshot, NOW, POLICY)
+
+    assert decision.stop and decision.reason.startswith("stopped after 2 min without activity")
+    assert decision.level == "background"
