@@ -60,7 +60,14 @@ class ChatSessionAdmin(admin.ModelAdmin):
     list_select_related = ("owner", "preview")
     ordering = ("-last_activity_at",)
     actions = ("stop_preview_now", "open_preview")
-    readonly_fields = ("created_at", "updated_at", "last_activity_at", "activity_level_display")
+    readonly_fields = (
+        "created_at",
+        "updated_at",
+        "last_activity_at",
+        "activity_level_display",
+        "preview_state",
+        "preview_last_stop",
+    )
     raw_id_fields = ("owner",)
     inlines = [ChatMessageInline]
     fieldsets = (
@@ -70,6 +77,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
             "Activity",
             {"fields": ("last_activity_at", "activity_level_display", "created_at", "updated_at")},
         ),
+        ("Preview", {"fields": ("preview_state", "preview_last_stop")}),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: ChatSession | None = None):
@@ -86,6 +94,11 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def preview_state(self, session: ChatSession) -> str:
         preview = getattr(session, "preview", None)
         return preview.state if preview else "-"
+
+    @admin.display(description="last stop")
+    def preview_last_stop(self, session: ChatSession) -> str:
+        preview = getattr(session, "preview", None)
+        return (preview.last_stop_message() if preview else "") or "-"
 
     # Changing a preview's state needs the change permission, not just the view one.
     @admin.action(description="Stop preview now", permissions=["change"])
@@ -106,7 +119,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
     ) -> None:
         """Ask a worker to `action` each preview; one failure does not stop the others."""
         succeeded = 0
-        actor = f"{request.user} in the admin"
+        actor = f"{request.user} (admin site)"
         for session in queryset:
             try:
                 preview_ask(session=session, action=action, actor=actor)
@@ -114,7 +127,8 @@ class ChatSessionAdmin(admin.ModelAdmin):
             except ApplicationError as exc:
                 self.message_user(request, f"{session}: {exc.message}", messages.ERROR)
         if succeeded:
-            self.message_user(request, f"{done} the preview of {succeeded} session(s)")
+            sessions = "1 session" if succeeded == 1 else f"{succeeded} sessions"
+            self.message_user(request, f"{done.capitalize()} the preview of {sessions}.")
 
 
 @admin.register(ApiToken)

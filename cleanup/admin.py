@@ -88,22 +88,19 @@ class OperatorActionInline(admin.TabularInline):
 
 @admin.register(CleanupRun)
 class CleanupRunAdmin(ReadOnlyAdmin):
+    # What tells runs apart at a glance; the rest is on each run's page (and /ops/runs/).
     list_display = (
         "pk",
         "started",
         "trigger",
         "dry_run",
-        "threshold_minutes",
         "examined",
         "found",
         "stopped",
         "skipped",
         "failed",
-        "pending",
-        "undecided",
         "cancelled",
-        "duration_ms",
-        "finished_at",
+        "pending",
         "note",
     )
     list_filter = ("trigger", RunFoundFilter, RunOutcomeFilter, "dry_run", "paused", "started_at")

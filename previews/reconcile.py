@@ -133,7 +133,8 @@ def _change(preview: Preview, containers: list[Container], now: datetime) -> _Ch
         if state == PreviewState.FAILED or (
             stale and state in (PreviewState.STOPPING, PreviewState.STARTING)
         ):
-            return _Change(PreviewState.RUNNING, {"claim_token": ""})
+            # It runs: whatever went wrong before is over.
+            return _Change(PreviewState.RUNNING, {"claim_token": "", "last_error": ""})
         return None
     if state == PreviewState.STARTING:
         if not stale:

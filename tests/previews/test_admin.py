@@ -35,9 +35,15 @@ def test_the_open_and_stop_actions_drive_the_preview(worker, alice, operator):
     assert state_after_open == "running"
     preview = Preview.objects.get()
     assert (preview.state, preview.last_stop_reason) == ("stopped", "manual")
-    assert preview.last_stop_detail == "stopped by operator in the admin"
-    assert _messages(opened) == ["opened the preview of 1 session(s)"]
-    assert _messages(stopped) == ["stopped the preview of 1 session(s)"]
+    assert preview.last_stop_detail == "stopped by operator (admin site)"
+    assert _messages(opened) == ["Opened the preview of 1 session."]
+    assert _messages(stopped) == ["Stopped the preview of 1 session."]
+    # The session's page says what became of its preview.
+    page = operator.get(f"{CHANGELIST}{session.pk}/change/").content.decode()
+    assert "stopped by operator (admin site) at " in page
+    # The preview's own page is read-only through and through.
+    page = operator.get(f"/admin/previews/preview/{preview.pk}/change/").content.decode()
+    assert "Claim token" not in page and "/delete/" not in page
 
 
 def test_the_session_list_shows_the_preview_state(worker, alice, operator):

@@ -14,7 +14,12 @@ from kosuke.errors import ApplicationError
 from previews.engine import Engine, EngineError, engine
 from previews.lifecycle import StopOutcome
 from previews.models import Preview, PreviewState, StopReason
-from previews.reconcile import EngineListing, preview_reconcile, previews_reconcile
+from previews.reconcile import (
+    EngineListing,
+    engines_list,
+    preview_reconcile,
+    previews_reconcile,
+)
 from previews.services import (
     container_name,
     preview_open,
@@ -341,3 +346,17 @@ def test_a_claim_waiting_on_a_concurrent_change_backs_off(previews_on_docker):
 
     assert not claimed
     assert Preview.objects.get().state == PreviewState.STARTING
+
+
+def test_a_failed_preview_found_running_again_forgets_its_old_error(previews_on_docker, session):
+    preview = preview_open(session=session)
+    Preview.objects.filter(pk=preview.pk).update(
+        state=PreviewState.FAILED, last_error="engine unreachable at 14:02"
+    )
+    preview.refresh_from_db()
+    listing = engines_list([preview.engine])
+
+    previews_reconcile([preview], listing, now=timezone.now())
+
+    preview.refresh_from_db()
+    assert (preview.state, preview.last_error) == (PreviewState.RUNNING, "")
