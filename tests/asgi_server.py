@@ -21,7 +21,14 @@ class AsgiServer:
 
         self.port = embedded.free_port()
         config = uvicorn.Config(
-            application, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning"
+            application,
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            log_level="warning",
+            # As the Dockerfile's command: open live streams are cut at shutdown, so none
+            # outlives its server (and its test) holding a subscription.
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
@@ -39,6 +46,7 @@ class AsgiServer:
         finally:
             self._server.should_exit = True
             self._thread.join(timeout=15)
+            assert not self._thread.is_alive(), "uvicorn did not stop within 15 s"
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
