@@ -3,12 +3,11 @@ without a database query once the session is known.
 
 Every open preview panel heartbeats every ~30 s: at that rate a query per heartbeat
 would be most of the database's work, so what it reads of the session is kept in Redis
-(chat.heartbeat_cache) and read while presence is recorded.
+(chat.heartbeat_cache) and read in the round trip that records presence.
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -46,10 +45,11 @@ async def heartbeat_receive(
         session_pk, inputs = session.pk, _inputs_of(session)
     else:
         session_pk, inputs = int(session_pk), None
-    # Presence and the stored inputs at once, on two connections.
-    presence, (stored, version) = await asyncio.gather(
-        heartbeat_record(session_pk=session_pk, client_id=client_id, now=now),
-        client.mget(inputs_key(session_pk), version_key(session_pk)),
+    presence, (stored, version) = await heartbeat_record(
+        session_pk=session_pk,
+        client_id=client_id,
+        now=now,
+        also_get=(inputs_key(session_pk), version_key(session_pk)),
     )
     if inputs is None:
         inputs = inputs_current(stored, version)

@@ -9,7 +9,7 @@ viewer was last seen: the sweep reads it for thousands of sessions in one comman
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,10 +37,11 @@ LAST_SEEN_KEY = "presence:last-seen"
 
 
 async def heartbeat_record(
-    *, session_pk: int, client_id: str, now: datetime | None = None
-) -> Presence:
+    *, session_pk: int, client_id: str, now: datetime | None = None, also_get: Sequence[str] = ()
+) -> tuple[Presence, list[str | None]]:
     """Mark `client_id` as viewing the session's preview now; returns the session's
-    presence. One round trip to Redis, awaited: the heartbeat is the API's hottest route."""
+    presence, and the values of the keys `also_get` (the heartbeat's stop inputs). One
+    round trip to Redis, awaited: the heartbeat is the API's hottest route."""
     now = now or timezone.now()
     key = _key(session_pk)
     async with async_redis_client().pipeline(transaction=False) as pipe:
@@ -51,8 +52,11 @@ async def heartbeat_record(
         pipe.zadd(LAST_SEEN_KEY, {str(session_pk): now.timestamp()}, gt=True)
         pipe.zremrangebyscore(LAST_SEEN_KEY, "-inf", forgotten)
         _presence_commands(pipe, session_pk, now)
-        *_, viewers, latest = await pipe.execute()
-    return _presence(viewers, latest)
+        for key in also_get:
+            pipe.get(key)
+        replies = await pipe.execute()
+    *_, viewers, latest = replies[: len(replies) - len(also_get)]
+    return _presence(viewers, latest), replies[len(replies) - len(also_get) :]
 
 
 def _presence_commands(

@@ -16,8 +16,12 @@ from kosuke.redis_client import redis_client
 from previews.models import Preview
 from tests.builders import chat_session_create
 
-# The heartbeat is async (it serves the hottest route); these tests call it from sync code.
-record = async_to_sync(heartbeat_record)
+
+def record(**arguments):
+    """The heartbeat's presence, called from sync code (it is async: the hottest route)."""
+    presence, _ = async_to_sync(heartbeat_record)(**arguments)
+    return presence
+
 
 pytestmark = pytest.mark.django_db
 
