@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
@@ -75,3 +76,23 @@ def database_url_for_processes() -> str:
     host = db["HOST"] or db["OPTIONS"].get("host", "")
     port = f"&port={db['PORT']}" if db["PORT"] else ""
     return f"postgres://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}{port}"
+
+
+def stop_decisions_create(run, outcomes: Iterable[str]) -> list:
+    """One inactivity stop decision of `run` per outcome, for sessions proj/s0, proj/s1, ...
+    (no chat session rows); a failed one says why."""
+    from cleanup.models import StopDecision
+
+    return StopDecision.objects.bulk_create(
+        StopDecision(
+            run=run,
+            project_id="proj",
+            session_id=f"s{n}",
+            stop_reason="inactive",
+            reason=f"stopped after {40 + n} min without activity (threshold 30 min)",
+            level="background",
+            outcome=outcome,
+            outcome_detail="engine unreachable" if outcome == StopDecision.Outcome.FAILED else "",
+        )
+        for n, outcome in enumerate(outcomes)
+    )

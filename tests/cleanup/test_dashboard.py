@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from cleanup.control import pause_state
 from cleanup.models import CleanupRun, OperatorAction, StopDecision
-from tests.builders import user_create
+from tests.builders import stop_decisions_create, user_create
 
 Outcome = StopDecision.Outcome
 
@@ -32,19 +32,7 @@ def _run(*, decisions: list[str] = (), swept: bool = True, **fields) -> CleanupR
         examined=fields.pop("examined", 3),
         **fields,
     )
-    StopDecision.objects.bulk_create(
-        StopDecision(
-            run=run,
-            project_id="proj",
-            session_id=f"s{i}",
-            stop_reason="inactive",
-            reason=f"stopped after {40 + i} min without activity (threshold 30 min)",
-            level="background",
-            outcome=outcome,
-            outcome_detail="engine unreachable" if outcome == Outcome.FAILED else "",
-        )
-        for i, outcome in enumerate(decisions)
-    )
+    stop_decisions_create(run, decisions)
     return run
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from cleanup.history import RETENTION, history_prune
 from cleanup.models import CleanupRun, StopDecision
+from tests.builders import stop_decisions_create
 
 pytestmark = pytest.mark.django_db
 Outcome = StopDecision.Outcome
@@ -30,18 +31,7 @@ def _run(
     )
     outcomes = [Outcome.FAILED] * failed + ([] if finished else [Outcome.PENDING])
     outcomes += [Outcome.STOPPED] * (found - len(outcomes))
-    StopDecision.objects.bulk_create(
-        StopDecision(
-            run=run,
-            project_id="p",
-            session_id=f"s{n}",
-            stop_reason="inactive",
-            reason="idle",
-            level="background",
-            outcome=outcome,
-        )
-        for n, outcome in enumerate(outcomes)
-    )
+    stop_decisions_create(run, outcomes)
     return run
 
 

@@ -17,7 +17,7 @@ from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import CHANNEL, progress_publish
 from cleanup.stops import decision_settle
 from kosuke.redis_client import redis_client
-from tests.builders import user_create
+from tests.builders import stop_decisions_create, user_create
 from tests.polling import wait_for
 
 Outcome = StopDecision.Outcome
@@ -146,17 +146,7 @@ def test_a_client_that_goes_releases_its_subscription_and_holds_no_thread_or_con
 def _run_with_pending_decisions(n: int) -> tuple[CleanupRun, list[StopDecision]]:
     run = CleanupRun.new(trigger=CleanupRun.Trigger.API)
     run.save()
-    decisions = StopDecision.objects.bulk_create(
-        StopDecision(
-            run=run,
-            project_id="proj",
-            session_id=f"s{i}",
-            stop_reason="inactive",
-            reason="stopped after 40 min without activity (threshold 30 min)",
-            level="background",
-        )
-        for i in range(n)
-    )
+    decisions = stop_decisions_create(run, [Outcome.PENDING] * n)
     CleanupRun.objects.filter(pk=run.pk).update(swept_at=run.started_at)
     run.refresh_from_db()
     return run, decisions
