@@ -91,13 +91,9 @@ def _task_context(task_id: str, task: Any, kwargs: dict | None = None, **_: Any)
 
     session = (kwargs or {}).get("session")
     delivery = task.request.delivery_info or {}
-    bind_task(task_id=task_id, session=session)
-    sentry_task_context(
-        task_id=task_id,
-        queue=delivery.get("routing_key") or task.request.get("queue") or "",
-        retries=task.request.retries,
-        session=session,
-    )
+    queue = delivery.get("routing_key") or task.request.get("queue") or ""
+    bind_task(task_id=task_id, queue=queue, session=session)
+    sentry_task_context(task_id=task_id, queue=queue, retries=task.request.retries, session=session)
 
 
 @signals.task_postrun.connect

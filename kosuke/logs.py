@@ -24,8 +24,10 @@ def bind_component(name: str) -> None:
     _component = name
 
 
-def bind_task(*, task_id: str, session: str | None) -> None:
-    _task.set((("task_id", task_id),) + ((("session", session),) if session else ()))
+def bind_task(*, task_id: str, queue: str = "", session: str | None = None) -> None:
+    """Every line the task logs names it, the queue it came from and its session."""
+    fields = (("task_id", task_id), ("queue", queue), ("session", session))
+    _task.set(tuple((key, value) for key, value in fields if value))
 
 
 def unbind_task() -> None:

@@ -13,16 +13,16 @@ def _line(message: str, **extra) -> str:
     return logs.KeyValueFormatter().format(record)
 
 
-def test_a_line_carries_component_task_and_session():
+def test_a_line_carries_component_task_queue_and_session():
     logs.bind_component("worker")
-    logs.bind_task(task_id="3f2c", session="proj-1/sess-1")
+    logs.bind_task(task_id="3f2c", queue="stops", session="proj-1/sess-1")
     try:
         line = _line('stop proj-1/sess-1: "stopped"')
     finally:
         logs.unbind_task()
         logs.bind_component("web")
 
-    assert " level=INFO component=worker logger=cleanup.stops task_id=3f2c " in line
+    assert " level=INFO component=worker logger=cleanup.stops task_id=3f2c queue=stops " in line
     assert line.endswith('session=proj-1/sess-1 msg="stop proj-1/sess-1: \\"stopped\\""')
 
 

@@ -232,7 +232,7 @@ def test_every_service_becomes_healthy(stack, docker_client):
         "migrate": "exited 0",
         **dict.fromkeys(APP_SERVICES, "healthy"),
     }
-    # beat's check runs every 60 s, so its first verdict comes a minute after it started.
+    # Docker runs a first check one interval after the start (30 s for beat, web, worker).
     wait_for(
         lambda: stack.health(docker_client) == expected,
         timeout=180,
