@@ -35,9 +35,9 @@ import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import auth
-from django.http.request import split_domain_port, validate_host
 
 from cleanup.progress import CHANNEL, EVENTS_KEPT, EVENTS_KEY
+from kosuke.asgi_http import headers_of, host_allowed, respond
 from kosuke.database import connection_give_back
 from kosuke.redis_client import async_redis_client
 
@@ -60,10 +60,10 @@ def _event_id(text: str) -> tuple[int, int]:
 
 async def live_events(scope: dict, receive, send) -> None:
     """The ASGI app: refuse with a 4xx and a message, or stream until the client goes."""
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    headers = headers_of(scope)
     if scope["method"] != "GET":
         return await _refuse(send, 405, "only GET: this is an event stream")
-    if not _host_allowed(headers.get("host", "")):
+    if not host_allowed(headers.get("host", "")):
         return await _refuse(send, 400, "this host is not allowed (ALLOWED_HOSTS)")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     since = headers.get("last-event-id") or query.get("since", [""])[0]
@@ -95,14 +95,6 @@ async def live_events(scope: dict, receive, send) -> None:
             del streams_open[user_pk]
 
 
-def _host_allowed(host: str) -> bool:
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]  # as Django allows
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, allowed)
-
-
 def _staff_user_pk(session_key: str | None) -> int | None:
     """The staff user logged in with this session, read as Django's auth would (the
     session's hash checked); the database connection goes back to the pool at once."""
@@ -118,14 +110,8 @@ def _staff_user_pk(session_key: str | None) -> int | None:
 
 async def _refuse(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    await respond(send, status, headers, body)
 
 
 async def _until_disconnected(receive, streaming) -> None:

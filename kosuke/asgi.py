@@ -47,13 +47,20 @@ class ReusingThreadsASGIHandler(ASGIHandler):
 django.setup(set_prefix=False)
 django_application = ReusingThreadsASGIHandler()
 
-from cleanup import live  # noqa: E402 - needs Django set up
+from chat import heartbeat_asgi  # noqa: E402 - needs Django set up
+from cleanup import live  # noqa: E402
 
 
 async def application(scope, receive, send) -> None:
-    """Django, but for the dashboard's live feed: a stream on the event loop alone."""
-    if scope["type"] == "http" and scope["path"] == live.PATH:
-        return await live.live_events(scope, receive, send)
+    """Django, but for the dashboard's live feed (a stream on the event loop alone) and
+    the heartbeat with a token (answered on the event loop when all is well)."""
+    if scope["type"] == "http":
+        if scope["path"] == live.PATH:
+            return await live.live_events(scope, receive, send)
+        if heartbeat_asgi.is_heartbeat(scope):
+            return await heartbeat_asgi.heartbeat_or_django(
+                scope, receive, send, django_application
+            )
     return await django_application(scope, receive, send)
 
 
