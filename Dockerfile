@@ -1,6 +1,6 @@
 # One image for web, worker, beat and flower; the compose command is the only difference.
 # Build: docker build -t kosuke-preview-cleanup .
-# Without a registry (no Docker Hub, no PyPI inside the build): scripts/build-image --local-base
+# Without a registry (no Docker Hub, no PyPI inside the build): scripts/build-image --local-bases
 
 # Any Debian-like image with python3 and its venv module; a local one where no registry is.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -11,23 +11,23 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
 WORKDIR /app
 # Wheels that scripts/build-image downloaded on the host. When there are some, the build
 # installs from them alone and needs no network; otherwise it downloads from PyPI.
-COPY docker/wheelhouse/ /wheels/
+COPY deploy/wheelhouse/ /wheels/
 # Dependencies first, from the lock file only (with its hashes), so code changes reuse
 # this layer. The project itself is not installed: it runs from /app (PYTHONPATH).
-COPY pyproject.toml uv.lock ./
+COPY deploy/build-requirements.txt pyproject.toml uv.lock ./
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then source="--no-index --find-links /wheels"; \
     else source=""; fi; \
     python3 -m venv /opt/build-tools; \
-    /opt/build-tools/bin/pip install --quiet $source "uv>=0.5,<1"; \
+    /opt/build-tools/bin/pip install --quiet --require-hashes $source -r build-requirements.txt; \
     /opt/build-tools/bin/uv export --frozen --no-dev --no-emit-project --quiet -o requirements.txt; \
     python3 -m venv --without-pip /opt/venv; \
     /opt/build-tools/bin/uv pip install --quiet --python /opt/venv/bin/python --require-hashes \
       $source -r requirements.txt
 COPY . .
 RUN DEBUG=false SECRET_KEY=collectstatic-only /opt/venv/bin/python manage.py collectstatic --noinput \
- && rm -rf docker requirements.txt \
- && /opt/venv/bin/python -m compileall -q kosuke chat previews cleanup
+ && rm -rf deploy requirements.txt build-requirements.txt \
+ && /opt/venv/bin/python -m compileall -q .
 
 FROM ${PYTHON_IMAGE}
 # A fixed uid/gid, so volumes and the Docker socket group can be granted to it.

@@ -52,23 +52,37 @@ class ComposeStack:
         self.web = f"http://{settings['WEB_BIND']}"
         self.flower = f"http://{settings['FLOWER_BIND']}"
 
-    def compose(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+    def up(self) -> None:
+        """`up -d`; `started` is when it began."""
+        self.started = time.monotonic()
+        self.compose("up", "-d", timeout=300)
+
+    def compose(
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> str:
         result = subprocess.run(
             [*self._compose, *args],
             cwd=self.folder,
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "COMPOSE_INTERACTIVE_NO_CLI": "1"},
+            env={**os.environ, "COMPOSE_INTERACTIVE_NO_CLI": "1", **(env or {})},
         )
         if check and result.returncode != 0:
             raise AssertionError(f"compose {' '.join(args)} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
     def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
-        """`python manage.py ...` in the running web container."""
-        options = [item for key, value in (env or {}).items() for item in ("-e", f"{key}={value}")]
-        return self.compose("exec", "-T", *options, "web", "python", "manage.py", *args).strip()
+        """`python manage.py ...` in the running web container; `env`'s values pass through
+        this process's environment, not the command line."""
+        options = [item for key in env or {} for item in ("-e", key)]
+        return self.compose(
+            "exec", "-T", *options, "web", "python", "manage.py", *args, env=env
+        ).strip()
 
     def sql(self, query: str, **params: str) -> str:
         """A query on the stack's database, through psql in its postgres container; write

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta as td
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from pytest_celery import (
     CeleryBrokerCluster,
@@ -193,7 +192,9 @@ def worker_mounts(proxy) -> dict:
 
 
 @pytest.fixture
-def default_worker_env(default_worker_container_cls, celery_worker_cluster_config, proxy) -> dict:
+def default_worker_env(
+    default_worker_container_cls, celery_worker_cluster_config, proxy, settings
+) -> dict:
     env = default_worker_container_cls.initial_env(celery_worker_cluster_config)
     env.pop("PYTHONPATH")  # the image's own (/app)
     return env | {
@@ -208,7 +209,9 @@ def default_worker_env(default_worker_container_cls, celery_worker_cluster_confi
 
 
 def idle_preview(alice, session_id: str) -> Preview:
-    session = session_with_running_preview(alice, session_id=session_id, idle_for=td(hours=2))
+    session = session_with_running_preview(
+        alice, session_id=session_id, idle_for=timedelta(hours=2)
+    )
     return session.preview
 
 

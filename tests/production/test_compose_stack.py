@@ -16,6 +16,7 @@ import secrets
 import time
 from urllib.parse import urlparse
 
+import docker
 import pytest
 
 from kosuke.embedded import free_port
@@ -33,7 +34,7 @@ from tests.production.compose import (
 
 PROJECT = "compose-smoke"
 FLOWER_USER, FLOWER_PASSWORD = "ops", secrets.token_urlsafe(12)
-STOP_TIMEOUT_SECONDS = 4
+STOP_TIMEOUT_SECONDS = 8
 APP_SERVICES = ("web", "worker", "beat", "flower")
 
 
@@ -45,13 +46,16 @@ def stack(docker_client, tmp_path_factory):
     for image in (APP_IMAGE, *LOCAL_STORE_IMAGES):
         try:
             docker_client.images.get(image)
-        except Exception:
+        except docker.errors.ImageNotFound:
             _service_missing(f"no image {image}: run scripts/build-image --local-bases first")
     # A dev server that ignores SIGTERM: every stop takes the stop timeout, so one can be
     # caught in flight.
-    preview_image = preview_image_build(
-        docker_client, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
-    )
+    try:
+        preview_image = preview_image_build(
+            docker_client, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
+        )
+    except FileNotFoundError as exc:
+        _service_missing(str(exc))
     url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     socket = urlparse(url).path
     managed_by = f"kosuke-compose-{os.getpid()}"
@@ -72,10 +76,11 @@ def stack(docker_client, tmp_path_factory):
         tmp_path_factory.mktemp("compose"), f"kosuke-test-{os.getpid()}", settings, command
     )
     running.down()  # left by a run that died, whose pid this run happens to have
-    running.started = time.monotonic()
     try:
-        running.compose("up", "-d", timeout=300)
+        running.up()
         TIMINGS["docker compose up -d returned"] = elapsed(running.started)
+        _stores_migrated_and_web_ready(running, docker_client)
+        TIMINGS["/readyz ready"] = elapsed(running.started)
         yield running
     finally:
         label = f"kosuke.managed_by={managed_by}"
@@ -140,7 +145,7 @@ def session_age(stack, session_id: str) -> None:
     )
 
 
-def test_the_stores_come_up_the_migrations_run_and_the_web_is_ready(stack, docker_client):
+def _stores_migrated_and_web_ready(stack, docker_client) -> None:
     wait_for(
         lambda: (
             (states := stack.health(docker_client)).get("postgres") == "healthy"
@@ -150,15 +155,18 @@ def test_the_stores_come_up_the_migrations_run_and_the_web_is_ready(stack, docke
         timeout=120,
         what="postgres and redis healthy and migrate exited 0",
     )
-
-    _status, _headers, content = wait_for(
-        lambda: (answer := stack.request("GET", f"{stack.web}/readyz"))[0] == 200 and answer,
+    wait_for(
+        lambda: stack.request("GET", f"{stack.web}/readyz")[0] == 200,
         timeout=60,
         what="/readyz to answer 200",
         every=0.5,
     )
-    TIMINGS["/readyz ready"] = elapsed(stack.started)
 
+
+def test_the_web_is_ready_once_the_stores_are_up_and_migrated(stack):
+    status, _headers, content = stack.request("GET", f"{stack.web}/readyz")
+
+    assert status == 200
     ready = json.loads(content)
     assert ready["status"] == "ready"
     assert all(check["ok"] for check in ready["checks"].values()), ready
@@ -173,6 +181,7 @@ def test_beat_and_the_worker_stop_an_idle_preview(stack, api, docker_client):
     preview = preview_running(api, "idle")
     (container,) = preview["containers"]
     assert docker_client.containers.get(container["id"]).status == "running"
+    assert re.search(r"queue=previews msg=\"Task previews\.request\[", stack.logs("worker"))
 
     session_age(stack, "idle")
 
@@ -208,7 +217,12 @@ def test_the_admin_serves_its_static_files(stack):
 
 
 def test_flower_answers_behind_basic_auth_and_lists_the_worker(stack):
-    status, _headers, _content = stack.request("GET", f"{stack.flower}/api/workers")
+    status, _headers, _content = wait_for(
+        lambda: (answer := stack.request("GET", f"{stack.flower}/api/workers"))[0] and answer,
+        timeout=60,
+        what="Flower to answer",
+        every=0.5,
+    )
     assert status == 401
 
     credentials = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
@@ -236,7 +250,7 @@ def test_every_service_becomes_healthy(stack, docker_client):
     wait_for(
         lambda: stack.health(docker_client) == expected,
         timeout=180,
-        what=f"every service healthy ({stack.health(docker_client)})",
+        what=f"every service healthy: {expected}",
         every=1,
     )
     TIMINGS["every service healthy"] = elapsed(stack.started)
@@ -256,6 +270,8 @@ def test_compose_stop_lets_the_worker_finish_the_stop_in_flight(stack, api, dock
     stopping = time.monotonic()
     stack.compose("stop", timeout=420)
     TIMINGS["docker compose stop (from its start)"] = elapsed(stopping)
+    # The worker waited for the engine's stop timeout to run out, SIGTERM ignored.
+    assert time.monotonic() - stopping >= STOP_TIMEOUT_SECONDS / 2
 
     worker = docker_client.containers.list(
         all=True,
@@ -268,8 +284,8 @@ def test_compose_stop_lets_the_worker_finish_the_stop_in_flight(stack, api, dock
     )[0]
     assert worker.attrs["State"]["ExitCode"] == 0, stack.logs("worker")[-3000:]
     logs = stack.logs("worker")
-    assert "Warm shutdown" in logs
-    assert f"stop {PROJECT}/in-flight: stopped" in logs
+    # The stop finished after the warm shutdown began: it was in flight when SIGTERM came.
+    assert logs.index("Warm shutdown") < logs.index(f"stop {PROJECT}/in-flight: stopped")
     assert docker_client.containers.get(container["id"]).status == "exited"
 
     stack.compose("start", "postgres")

@@ -11,6 +11,7 @@ if [ "$(id -u)" = 0 ]; then
   install -d -o postgres -g postgres -m 700 "$PGDATA"
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
+[ "${1:-}" = postgres ] && shift  # `command: [postgres, -c, ...]`, as with the official image
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
 user=${POSTGRES_USER:-postgres}
 db=${POSTGRES_DB:-$user}
