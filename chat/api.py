@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: django-ninja reads these annotations at runtime
 # (through decorators such as @paginate, whose module cannot resolve our names).
 
-from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.pagination import paginate
@@ -67,10 +66,13 @@ def session_delete(request: HttpRequest, project_id: PathId, session_id: PathId)
 
 @router.post(SESSION, response={201: MessageOut})
 def message_send(request: HttpRequest, project_id: PathId, session_id: PathId, body: MessageIn):
-    # One transaction: find the session, insert the message, bump the activity.
-    with transaction.atomic():
-        session = _session(request, project_id, session_id)
-        message = services.message_send(session=session, content=body.content, role=body.role)
+    message = services.message_send(
+        owner=request.auth,
+        project_id=project_id,
+        session_id=session_id,
+        content=body.content,
+        role=body.role,
+    )
     return Status(201, message)
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatMessage, ChatSession
+from chat.selectors import session_missing
 from kosuke.errors import ApplicationError
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -123,19 +124,51 @@ def session_delete(*, session: ChatSession) -> None:
     session.delete()
 
 
+# The message and the activity in one statement, so one round trip and one commit. The
+# activity moves forward only (GREATEST), as activity_record's conditional UPDATE does.
+_MESSAGE_INSERT = """
+WITH session AS (
+    UPDATE chat_chatsession
+    SET last_activity_at = GREATEST(last_activity_at, %(now)s)
+    WHERE owner_id = %(owner)s AND project_id = %(project_id)s AND session_id = %(session_id)s
+    RETURNING id
+)
+INSERT INTO chat_chatmessage (session_id, role, content, created_at)
+SELECT id, %(role)s, %(content)s, %(now)s FROM session
+RETURNING id, session_id, role, content, created_at
+"""
+
+
 def message_send(
     *,
-    session: ChatSession,
+    owner: AbstractBaseUser,
+    project_id: str,
+    session_id: str,
     content: str,
     role: str = ChatMessage.Role.USER,
     now: datetime | None = None,
 ) -> ChatMessage:
-    """Store a message and record the activity in the same transaction (the caller's, if
-    it has one: no savepoint)."""
+    """Store a message in the owner's session and record the activity, both or neither
+    (404 as `session_get` when the session is not the owner's). Every message is the
+    hot path's other half: one statement, no read first."""
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
-        message = ChatMessage.objects.create(
-            session=session, role=role, content=content, created_at=now
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MESSAGE_INSERT,
+            {
+                "now": now,
+                "owner": owner.pk,
+                "project_id": project_id,
+                "session_id": session_id,
+                "role": role,
+                "content": content,
+            },
         )
-        activity_record(session=session, at=now, now=now)
+        row = cursor.fetchone()
+    if row is None:
+        raise session_missing(project_id, session_id)
+    message = ChatMessage.from_db(
+        connection.alias, ["id", "session_id", "role", "content", "created_at"], row
+    )
+    stop_inputs_changed([message.session_id])
     return message

@@ -42,6 +42,15 @@ def api_client(user: User) -> Client:
     return Client(headers={"Authorization": f"Bearer {raw_token}"})
 
 
+def session_address(session: ChatSession) -> dict:
+    """Who owns the session and its ids: how the API (and `message_send`) name it."""
+    return {
+        "owner": session.owner,
+        "project_id": session.project_id,
+        "session_id": session.session_id,
+    }
+
+
 def session_with_running_preview(
     owner: User, *, session_id: str, idle_for: timedelta, **fields
 ) -> ChatSession:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from chat.models import ChatMessage, ChatSession, activity_level
 from chat.services import activity_record, message_send, session_update
 from kosuke.errors import ApplicationError
-from tests.builders import chat_session_create
+from tests.builders import chat_session_create, session_address
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +64,7 @@ def test_sending_a_message_records_activity(alice):
     now = timezone.now()
     session = chat_session_create(alice, last_activity_at=now - td(hours=2))
 
-    message = message_send(session=session, content="make the button blue", now=now)
+    message = message_send(**session_address(session), content="make the button blue", now=now)
 
     session.refresh_from_db()
     assert session.last_activity_at == now == message.created_at
@@ -78,7 +78,7 @@ def test_a_failed_message_write_leaves_activity_alone(alice):
     session = chat_session_create(alice, last_activity_at=now - td(hours=2))
 
     with pytest.raises(DataError):
-        message_send(session=session, content="bad \x00 byte", now=now)
+        message_send(**session_address(session), content="bad \x00 byte", now=now)
 
     session.refresh_from_db()
     assert session.last_activity_at == now - td(hours=2)

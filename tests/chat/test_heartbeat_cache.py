@@ -18,7 +18,7 @@ from chat.models import ChatSession
 from chat.services import message_send
 from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
-from tests.builders import chat_session_create
+from tests.builders import chat_session_create, session_address
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the cache is told after commits
 
@@ -61,7 +61,7 @@ def test_a_message_moves_the_next_heartbeats_stop(running, alice_api):
     for _ in range(3):
         before, _ = _heartbeat(alice_api)
 
-    message = message_send(session=running, content="one more change")
+    message = message_send(**session_address(running), content="one more change")
 
     after, statements = _heartbeat(alice_api)
     assert len(statements) == 1  # read again

@@ -20,7 +20,7 @@ from kosuke.redis_client import redis_client
 from previews.lifecycle import RESTARTED
 from previews.models import Preview, PreviewState
 from previews.reconcile import OUTSIDE
-from tests.builders import session_with_running_preview
+from tests.builders import session_address, session_with_running_preview
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -226,7 +226,7 @@ def test_a_message_during_the_stop_gets_the_preview_started_again(
         timeout=10,
         what="the stop to begin",
     )
-    message_send(session=session, content="one more change, please")
+    message_send(**session_address(session), content="one more change, please")
     stopping.join(30)
 
     assert outcome == [Outcome.SKIPPED]

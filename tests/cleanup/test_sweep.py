@@ -18,7 +18,7 @@ from cleanup.stops import decision_execute, stop_inline
 from cleanup.sweep import sweep
 from kosuke.redis_client import redis_client
 from previews.models import Preview, PreviewState
-from tests.builders import chat_session_create, session_with_running_preview
+from tests.builders import chat_session_create, session_address, session_with_running_preview
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +74,7 @@ def test_a_message_between_sweep_and_stop_keeps_the_preview(previews_on_docker, 
     handed_out = HandOut()
     sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=handed_out)
 
-    message_send(session=session, content="wait, one more change")
+    message_send(**session_address(session), content="wait, one more change")
     outcome = decision_execute(decision_id=handed_out[0].pk)
 
     assert outcome == Outcome.SKIPPED
