@@ -25,6 +25,8 @@ from pathlib import Path
 
 from harness import django_ready, web_start
 
+# Seconds of load on each route before its measured runs, not counted.
+WARM_UP_SECONDS = 2
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = {body}
@@ -120,6 +122,8 @@ def main() -> None:
         for name, (path, body) in routes.items():
             script = scripts / f"{name}.lua"
             script.write_text(WRK_SCRIPT.format(body=json.dumps(json.dumps(body)), token=raw_token))
+            # Steady state: the web process's pool has grown to what the load needs.
+            _wrk(f"http://127.0.0.1:{port}{path}", script, max(args.connections), WARM_UP_SECONDS)
             for connections in args.connections:
                 before = _pg_counters(connection)
                 run = _wrk(f"http://127.0.0.1:{port}{path}", script, connections, args.duration)

@@ -50,7 +50,7 @@ def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
     """The Dockerfile's command, on 127.0.0.1 (`env`: settings of its own)."""
     command = ["uvicorn", "kosuke.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--proxy-headers", "--forwarded-allow-ips", "*"]
-    command += ["--timeout-graceful-shutdown", "10"]
+    command += ["--lifespan", "off", "--timeout-graceful-shutdown", "10"]
     env = {
         **os.environ,
         # As compose sets them (docker-compose.yml, web).

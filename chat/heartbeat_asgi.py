@@ -5,9 +5,10 @@ web process serves. Through Django it costs the middleware, ninja's machinery an
 to a thread to close the response, several times the work of the heartbeat itself
 (chat.heartbeat). Here the same heartbeat gets the same answer, byte for byte, for the
 common case only: a valid token, good input, a session of the caller's. Everything else
-(a browser session, bad input, an unknown session, a store that fails, a plain-HTTP
-request Django would redirect) goes on to Django with the body already read, so errors,
-logging and Sentry stay in one place.
+(a browser session, bad input, an unknown session, an error, a plain-HTTP request Django
+would redirect) goes on to Django with the body already read, so errors, logging and
+Sentry stay in one place; only a store that is down is answered here, with the API's 503,
+as Django would wait for it a second time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from chat.heartbeat import heartbeat_receive
 from chat.models import IDENTIFIER_PATTERN
 from chat.schemas import HeartbeatIn, PresenceOut
 from chat.tokens import api_token_user_async
+from kosuke.api import RETRY_AFTER_SECONDS, store_down
 from kosuke.asgi_http import headers_of, host_allowed, respond
+from kosuke.errors import ApplicationError
 
 _ID = IDENTIFIER_PATTERN.removeprefix("^").removesuffix("$")
 ROUTE = re.compile(
@@ -38,14 +41,25 @@ def is_heartbeat(scope: dict) -> bool:
 async def heartbeat_or_django(scope: dict, receive, send, django) -> None:
     """Answer the heartbeat, or hand the request to `django` as it came."""
     body, complete = await _body_read(receive)
-    answer = await _answer(scope, body) if complete else None
+    try:
+        answer = await _answer(scope, body) if complete else None
+    except Exception as exc:
+        # A store that is down gets the API's 503 at once (Django would wait for it a
+        # second time); anything else is Django's to answer and report.
+        message = store_down(exc, scope["method"], scope["path"])
+        if message is None:
+            answer = None
+        else:
+            error = json.dumps({"error": message}, cls=NinjaJSONEncoder).encode()
+            retry = (b"Retry-After", str(RETRY_AFTER_SECONDS).encode())
+            return await respond(send, 503, [*_headers(scope, error), retry], error)
     if answer is None:
         return await django(scope, _replaying(body, complete, receive), send)
     await respond(send, 200, _headers(scope, answer), answer)
 
 
 async def _answer(scope: dict, body: bytes) -> bytes | None:
-    """The JSON answer, or None where Django should answer."""
+    """The JSON answer, or None where Django should answer (an exception: see above)."""
     headers = headers_of(scope)
     if settings.SECURE_SSL_REDIRECT and scope["scheme"] != "https":
         return None
@@ -69,7 +83,7 @@ async def _answer(scope: dict, body: bytes) -> bytes | None:
             session_id=ids["session_id"],
             client_id=client_id,
         )
-    except Exception:  # Django answers it again, and reports what fails
+    except ApplicationError:  # an unknown session: Django's 404
         return None
     return json.dumps(PresenceOut.of(seen, stops).model_dump(), cls=NinjaJSONEncoder).encode()
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat.models import ApiToken
+from kosuke.database import connection_give_back
 from kosuke.memo import TimedMemo
 
 TOKEN_PREFIX = "ksk_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
@@ -50,12 +51,22 @@ async def api_token_user_async(raw_token: str) -> AbstractBaseUser | None:
     known = _known_tokens.get(key_hash)
     if known is not None:
         return known
-    return _remember(key_hash, await sync_to_async(_token_owner)(key_hash))
+    owner = await sync_to_async(_token_owner_given_back)(key_hash)
+    return _remember(key_hash, owner)
 
 
 def _token_owner(key_hash: str) -> AbstractBaseUser | None:
     token = ApiToken.objects.select_related("user").filter(key_hash=key_hash).first()
     return token.user if token and token.user.is_active else None
+
+
+def _token_owner_given_back(key_hash: str) -> AbstractBaseUser | None:
+    # Its connection goes straight back to the pool (a broken one is dropped): served
+    # beside Django (chat.heartbeat_asgi), no end of request would give it back.
+    try:
+        return _token_owner(key_hash)
+    finally:
+        connection_give_back()
 
 
 def _remember(key_hash: str, user: AbstractBaseUser | None) -> AbstractBaseUser | None:

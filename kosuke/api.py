@@ -142,20 +142,27 @@ def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     )
 
 
-def _unavailable(request: HttpRequest, store: str, exc: Exception) -> HttpResponse:
-    """A store is down: 503 with Retry-After, and one line in the log (not a traceback)."""
-    logger.error("%s unavailable for %s %s: %s", store, request.method, request.path, exc)
-    response = _error(request, 503, f"{store} unavailable, try again shortly: {exc}".strip())
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+STORES_DOWN = (
+    (redis.RedisError, "presence store (Redis)"),
+    ((OperationalError, InterfaceError), "database (PostgreSQL)"),
+)
+
+
+def store_down(exc: Exception, method: str, path: str) -> str | None:
+    """When `exc` says a store is down: the 503 answer's message, logged as one line (not a
+    traceback). None for any other exception."""
+    for kind, store in STORES_DOWN:
+        if isinstance(exc, kind):
+            logger.error("%s unavailable for %s %s: %s", store, method, path, exc)
+            return f"{store} unavailable, try again shortly: {exc}".strip()
+    return None
 
 
 @api.exception_handler(redis.RedisError)
-def redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
-    return _unavailable(request, "presence store (Redis)", exc)
-
-
 @api.exception_handler(OperationalError)
 @api.exception_handler(InterfaceError)
-def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return _unavailable(request, "database (PostgreSQL)", exc)
+def store_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A store is down: 503 with Retry-After."""
+    response = _error(request, 503, store_down(exc, request.method, request.path))
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

@@ -17,7 +17,11 @@ from tests.polling import wait_for
 
 class AsgiServer:
     def __init__(self) -> None:
-        from kosuke.asgi import application
+        from kosuke.asgi import application, django_application
+
+        # Middleware reads settings when it is built (WhiteNoise: where static files are):
+        # built again for this test's settings, whenever kosuke.asgi was first imported.
+        django_application.load_middleware(is_async=True)
 
         self.port = embedded.free_port()
         config = uvicorn.Config(

@@ -16,6 +16,7 @@ from django.core.signals import request_started
 
 from chat.tokens import api_token_create
 from kosuke.asgi import application, django_application
+from kosuke.embedded import free_port
 from previews.models import Preview
 from tests.builders import chat_session_create
 
@@ -139,3 +140,18 @@ def test_an_unknown_session_and_a_foreign_host_are_django_s_to_refuse(token, dja
     )
     assert status == 400
     assert len(django_answers) == 2
+
+
+def test_a_store_that_is_down_gets_the_api_s_503_without_a_second_wait(
+    token, django_answers, settings
+):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    body = b'{"client_id": "tab-1"}'
+    expected = post(django_application, HEARTBEAT, body, authorization=f"Bearer {token}")
+
+    answer = post(application, HEARTBEAT, body, authorization=f"Bearer {token}")
+
+    assert answer == expected
+    assert answer[0] == 503 and answer[1]["Retry-After"] == "5"
+    assert json.loads(answer[2])["error"].startswith("presence store (Redis) unavailable")
+    assert len(django_answers) == 1  # only the request sent to Django itself
