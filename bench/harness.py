@@ -76,6 +76,20 @@ def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
     raise SystemExit("the web process did not answer /healthz within 60 s")
 
 
+def fake_engine_use():
+    """A fake Docker engine (fake_engine.py) on a socket of its own, where this process's
+    previews now go (after django_ready)."""
+    from django.conf import settings
+    from fake_engine import FakeEngine
+
+    from previews.engine import engine_at
+
+    fake = FakeEngine(Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "docker.sock")
+    settings.DOCKER_HOST = fake.url
+    engine_at.cache_clear()
+    return fake
+
+
 def live_previews_add(fake, owner_pk: int, start: int, end: int) -> None:
     """Live sessions `start`..`end` with running previews on the fake engine."""
     from django.db import connection

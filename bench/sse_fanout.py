@@ -19,13 +19,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from harness import django_ready, live_previews_add, web_start
+from harness import django_ready, fake_engine_use, live_previews_add, web_start
 
 
 @dataclass
@@ -72,7 +70,6 @@ def main() -> None:
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import Client
-    from fake_engine import FakeEngine
 
     from chat.models import ChatSession
     from cleanup.models import CleanupRun
@@ -81,11 +78,8 @@ def main() -> None:
     from cleanup.sweep import sweep
     from kosuke import embedded
     from kosuke.redis_client import redis_client
-    from previews.engine import engine_at
 
-    fake = FakeEngine(Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "docker.sock")
-    settings.DOCKER_HOST = fake.url
-    engine_at.cache_clear()
+    fake = fake_engine_use()
     owner = User.objects.create_user("bench")
     live_previews_add(fake, owner.pk, 0, args.decisions)
     ChatSession.objects.update(

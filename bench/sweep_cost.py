@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
-from harness import django_ready, live_previews_add
+from harness import django_ready, fake_engine_use, live_previews_add
 
 
 def main() -> None:
@@ -37,18 +35,14 @@ def main() -> None:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
-    from fake_engine import FakeEngine
 
     from chat.models import ChatSession
     from cleanup.models import CleanupRun
     from cleanup.sweep import sweep
     from cleanup.tasks import stop_enqueue
     from kosuke.redis_client import redis_client
-    from previews.engine import engine_at
 
-    fake = FakeEngine(Path(tempfile.mkdtemp(prefix="kosuke-bench-")) / "docker.sock")
-    settings.DOCKER_HOST = fake.url
-    engine_at.cache_clear()
+    fake = fake_engine_use()
     owner, _ = User.objects.get_or_create(username="bench")
     _history_insert(connection, owner.pk, args.history)
     print(

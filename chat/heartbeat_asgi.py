@@ -34,15 +34,17 @@ ROUTE = re.compile(
 )
 
 
-def is_heartbeat(scope: dict) -> bool:
-    return scope["method"] == "POST" and ROUTE.fullmatch(scope["path"]) is not None
+def heartbeat_ids(scope: dict) -> dict[str, str] | None:
+    """The project and session ids of a heartbeat request; None for any other request."""
+    ids = ROUTE.fullmatch(scope["path"]) if scope["method"] == "POST" else None
+    return ids.groupdict() if ids else None
 
 
-async def heartbeat_or_django(scope: dict, receive, send, django) -> None:
-    """Answer the heartbeat, or hand the request to `django` as it came."""
+async def heartbeat_or_django(scope: dict, ids: dict[str, str], receive, send, django) -> None:
+    """Answer the heartbeat to session `ids`, or hand the request to `django` as it came."""
     body, complete = await _body_read(receive)
     try:
-        answer = await _answer(scope, body) if complete else None
+        answer = await _answer(scope, ids, body) if complete else None
     except Exception as exc:
         # A store that is down gets the API's 503 at once (Django would wait for it a
         # second time); anything else is Django's to answer and report.
@@ -58,7 +60,7 @@ async def heartbeat_or_django(scope: dict, receive, send, django) -> None:
     await respond(send, 200, _headers(scope, answer), answer)
 
 
-async def _answer(scope: dict, body: bytes) -> bytes | None:
+async def _answer(scope: dict, ids: dict[str, str], body: bytes) -> bytes | None:
     """The JSON answer, or None where Django should answer (an exception: see above)."""
     headers = headers_of(scope)
     if settings.SECURE_SSL_REDIRECT and scope["scheme"] != "https":
@@ -75,7 +77,6 @@ async def _answer(scope: dict, body: bytes) -> bytes | None:
     owner = await api_token_user_async(token.strip())
     if owner is None:
         return None
-    ids = ROUTE.fullmatch(scope["path"])
     try:
         seen, stops = await heartbeat_receive(
             owner=owner,

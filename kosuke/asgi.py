@@ -57,9 +57,9 @@ async def application(scope, receive, send) -> None:
     if scope["type"] == "http":
         if scope["path"] == live.PATH:
             return await live.live_events(scope, receive, send)
-        if heartbeat_asgi.is_heartbeat(scope):
+        if (ids := heartbeat_asgi.heartbeat_ids(scope)) is not None:
             return await heartbeat_asgi.heartbeat_or_django(
-                scope, receive, send, django_application
+                scope, ids, receive, send, django_application
             )
     return await django_application(scope, receive, send)
 
