@@ -1,14 +1,16 @@
 """Which handed-out stops the broker still holds: a marker per stop decision in Redis.
 
 The sweep hands a stop to the broker and then marks it `queued`, in the same Redis as the
-broker's messages. A stop task that gives up without being able to record it (the
-database was down) marks it `ended`. The marker goes when the decision settles. So for a
-decision still pending in PostgreSQL:
+broker's messages, unless its task marked it already. A stop task that gives up without
+being able to record it (the database was down) marks it `ended`. The marker goes when
+the decision settles. So for a decision still pending in PostgreSQL:
 - `queued`: its message is in the broker, or a worker runs it (one of a worker that died
   comes back after the visibility timeout); nothing to do;
 - `ended`: nothing will carry it out any more; hand it out again, and its task may take
   over the claim the last one left behind;
-- missing: Redis lost the message (a restart without persistence); hand it out again.
+- missing: Redis lost the message (a restart without persistence), or the sweep died
+  before it marked the stop (the message may or may not have reached the broker); hand
+  it out again: a second copy of a stop does nothing (cleanup.stops).
   Its earlier task may still be running, so the new one takes over only a claim older
   than a stop can take (`TAKE_OVER_AFTER`), and the sweep waits until then.
 Losing Redis loses no decision: the markers only save waiting for the lost-stop cutoff.
@@ -48,9 +50,11 @@ def pending_lost_after() -> timedelta:
     return timedelta(seconds=2 * settings.CELERY_VISIBILITY_TIMEOUT_SECONDS + 300)
 
 
-def handout_mark(decision_id: int, state: str) -> None:
+def handout_mark(decision_id: int, state: str, *, unless_marked: bool = False) -> None:
+    """Mark a handed-out decision; `unless_marked` keeps a mark already there (the `ended`
+    of a task that gave up before the sweep came to mark its stop `queued`)."""
     ttl = int(pending_lost_after().total_seconds())
-    redis_client().set(_key(decision_id), state, ex=ttl)
+    redis_client().set(_key(decision_id), state, ex=ttl, nx=unless_marked)
 
 
 def handout_clear(decision_id: int) -> None:

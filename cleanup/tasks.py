@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from cleanup.handout import ENDED, QUEUED, handout_mark
+from cleanup.handout import ENDED, QUEUED, handout_clear, handout_mark
 from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle, stop_inline
@@ -41,9 +41,14 @@ class StopPreviewTask(Task):
 
 
 def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
-    """Hand one stop decision to the workers (the sweep's dispatch). Marked queued first:
-    a task that gives up at once must find its `ended` mark unchanged afterwards."""
-    handout_mark(decision.pk, QUEUED)
+    """Hand one stop decision to the workers (the sweep's dispatch), then mark it queued.
+
+    In that order: a sweep that dies in between leaves no mark, and the next sweep hands
+    the stop out again, where a `queued` mark with no message would be waited for until
+    the lost-stop cutoff. A task that gives up at once keeps its `ended` mark.
+    """
+    if take_over:
+        handout_clear(decision.pk)  # the `ended` mark of the task this one takes over from
     stop_preview.apply_async(
         kwargs={
             "decision_id": decision.pk,
@@ -51,6 +56,7 @@ def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
             "take_over": take_over,
         }
     )
+    handout_mark(decision.pk, QUEUED, unless_marked=True)
 
 
 @shared_task(

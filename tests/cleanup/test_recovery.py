@@ -16,6 +16,7 @@ from cleanup.lock import LOCK_KEY
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import UNDER_WAY, decision_execute
 from cleanup.sweep import DIED, SWEEP_TIME_LIMIT, sweep
+from cleanup.tasks import stop_enqueue
 from kosuke.redis_client import redis_client
 from previews.lifecycle import RESTARTED
 from previews.models import Preview, PreviewState
@@ -52,6 +53,23 @@ def test_a_stop_whose_message_the_broker_lost_is_handed_out_again(previews_on_do
     assert again == [(decision_id, False)]
     assert StopDecision.objects.count() == 1  # the same decision, not a new one
     assert handout_states([decision_id]) == {decision_id: QUEUED}
+
+
+def test_a_stop_handed_out_is_marked_queued_unless_its_task_gave_up_first(
+    previews_on_docker, alice
+):
+    session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    decided = []
+    _sweep(lambda decision, take_over=False: decided.append(decision))
+    [decision] = decided
+
+    handout_mark(decision.pk, ENDED)  # its task gave up before the sweep came to mark it
+    stop_enqueue(decision)
+    assert handout_states([decision.pk]) == {decision.pk: ENDED}
+
+    stop_enqueue(decision, take_over=True)  # the next sweep hands it out again
+    assert handout_states([decision.pk]) == {decision.pk: QUEUED}
+    assert redis_client().llen("stops") == 2  # both messages reached the broker
 
 
 def test_a_stop_still_queued_is_not_handed_out_again(previews_on_docker, alice):
