@@ -77,7 +77,7 @@ async def _session_read(**lookup: object) -> ChatSession | None:
 
 def _session_read_now(lookup: dict) -> ChatSession | None:
     # The connection goes straight back to the pool (a broken one is dropped): served
-    # beside Django (chat.heartbeat_asgi), no end of request would give it back.
+    # beside Django (chat.fast_path), no end of request would give it back.
     try:
         return (
             ChatSession.objects.filter(**lookup)

@@ -62,7 +62,7 @@ def _token_owner(key_hash: str) -> AbstractBaseUser | None:
 
 def _token_owner_given_back(key_hash: str) -> AbstractBaseUser | None:
     # Its connection goes straight back to the pool (a broken one is dropped): served
-    # beside Django (chat.heartbeat_asgi), no end of request would give it back.
+    # beside Django (chat.fast_path), no end of request would give it back.
     try:
         return _token_owner(key_hash)
     finally:

@@ -47,20 +47,20 @@ class ReusingThreadsASGIHandler(ASGIHandler):
 django.setup(set_prefix=False)
 django_application = ReusingThreadsASGIHandler()
 
-from chat import heartbeat_asgi  # noqa: E402 - needs Django set up
+from chat.fast_path import fast_route  # noqa: E402 - needs Django set up
 from cleanup import live  # noqa: E402
+from kosuke.asgi_http import answer_or_django  # noqa: E402
 
 
 async def application(scope, receive, send) -> None:
     """Django, but for the dashboard's live feed (a stream on the event loop alone) and
-    the heartbeat with a token (answered on the event loop when all is well)."""
+    the API's hot path (heartbeats and messages with a token, answered on the event loop
+    when all is well: chat.fast_path)."""
     if scope["type"] == "http":
         if scope["path"] == live.PATH:
             return await live.live_events(scope, receive, send)
-        if (ids := heartbeat_asgi.heartbeat_ids(scope)) is not None:
-            return await heartbeat_asgi.heartbeat_or_django(
-                scope, ids, receive, send, django_application
-            )
+        if (answer := fast_route(scope)) is not None:
+            return await answer_or_django(scope, receive, send, answer, django_application)
     return await django_application(scope, receive, send)
 
 

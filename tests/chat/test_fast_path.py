@@ -1,5 +1,6 @@
-"""The heartbeat with a token is answered beside Django (chat.heartbeat_asgi) exactly as
-Django answers it; everything else still reaches Django, with the body intact.
+"""The heartbeat and a message with a token are answered beside Django (chat.fast_path)
+exactly as Django answers them; everything else still reaches Django, with the body
+intact.
 
 Requests go to the ASGI application itself (kosuke.asgi), as uvicorn hands them on.
 Whether Django answered is told by its request_started signal.
@@ -13,7 +14,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.core.signals import request_started
+from django.db.backends.signals import connection_created
 
+from chat.models import ChatMessage, ChatSession
 from chat.tokens import api_token_create
 from kosuke.asgi import application, django_application
 from kosuke.embedded import free_port
@@ -21,7 +24,8 @@ from previews.models import Preview
 from tests.builders import chat_session_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-HEARTBEAT = "/api/projects/proj-1/chat-sessions/sess-1/heartbeat"
+SESSION = "/api/projects/proj-1/chat-sessions/sess-1"
+HEARTBEAT = f"{SESSION}/heartbeat"
 
 
 def post(
@@ -73,6 +77,25 @@ def django_answers():
 
 
 @pytest.fixture
+def statements():
+    """Each SQL statement any thread runs: (its first word, whether it ran inside a
+    transaction); one outside is a commit of its own."""
+    seen = []
+
+    def record(execute, sql, params, many, context):
+        seen.append((sql.split()[0], context["connection"].in_atomic_block))
+        return execute(sql, params, many, context)
+
+    def attach(sender, connection, **kwargs):
+        if record not in connection.execute_wrappers:
+            connection.execute_wrappers.append(record)
+
+    connection_created.connect(attach)
+    yield seen
+    connection_created.disconnect(attach)
+
+
+@pytest.fixture
 def token(alice) -> str:
     session = chat_session_create(alice)
     Preview.objects.create(session=session, state="running", started_at=session.created_at)
@@ -81,16 +104,19 @@ def token(alice) -> str:
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_heartbeat_with_a_token_gets_django_s_answer_without_django(
-    token, django_answers, scheme
+    token, django_answers, statements, scheme
 ):
     body = json.dumps({"client_id": "tab-1"}).encode()
     bearer = f"Bearer {token}"
     through_django = post(django_application, HEARTBEAT, body, scheme, authorization=bearer)
     assert len(django_answers) == 1
 
+    statements.clear()
+
     beside_django = post(application, HEARTBEAT, body, scheme, authorization=bearer)
 
     assert len(django_answers) == 1  # answered without Django
+    assert statements == []  # the token and the session are known: Redis only
     status, headers, content = beside_django
     assert (status, headers) == through_django[:2]
     answer, expected = json.loads(content), json.loads(through_django[2])
@@ -98,6 +124,65 @@ def test_a_heartbeat_with_a_token_gets_django_s_answer_without_django(
     assert answer == expected
     assert answer["viewers"] == 1 and answer["stops_reason"] == "inactive"
     assert ("Strict-Transport-Security" in headers) == (scheme == "https")
+
+
+def test_a_message_with_a_token_gets_django_s_answer_without_django(
+    token, django_answers, statements
+):
+    body = json.dumps({"content": "make the button blue", "role": "user"}).encode()
+    bearer = f"Bearer {token}"
+    through_django = post(django_application, SESSION, body, authorization=bearer)
+    assert len(django_answers) == 1
+    before = ChatSession.objects.get().last_activity_at
+    statements.clear()
+
+    beside_django = post(application, SESSION, body, authorization=bearer)
+
+    assert len(django_answers) == 1  # answered without Django
+    assert statements == [("WITH", False)]  # one statement, its own commit (token known)
+    status, headers, content = beside_django
+    assert (status, headers) == through_django[:2]
+    assert status == 201
+    answer, expected = json.loads(content), json.loads(through_django[2])
+    assert answer.pop("id") == expected.pop("id") + 1
+    assert answer.pop("created_at") > expected.pop("created_at")
+    assert answer == expected == {"role": "user", "content": "make the button blue"}
+    stored = ChatMessage.objects.order_by("id").last()
+    assert (stored.pk, stored.content) == (json.loads(content)["id"], "make the button blue")
+    assert ChatSession.objects.get().last_activity_at == stored.created_at > before
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"content": ""}', 422),
+        (b'{"content": "hi", "role": "robot"}', 422),
+        (b'{"content": 7}', 422),
+        (b"not json", 400),
+    ],
+    ids=["empty", "unknown role", "wrong type", "not json"],
+)
+def test_a_message_django_refuses_is_refused_by_django_and_stores_nothing(
+    token, django_answers, body, status
+):
+    answer = post(application, SESSION, body, authorization=f"Bearer {token}")
+
+    assert answer[0] == status
+    assert len(django_answers) == 1
+    assert not ChatMessage.objects.exists()
+
+
+def test_a_message_to_an_unknown_session_is_django_s_404_and_stores_nothing(token, django_answers):
+    missing = SESSION.replace("sess-1", "sess-2")
+
+    status, _headers, content = post(
+        application, missing, b'{"content": "hi"}', authorization=f"Bearer {token}"
+    )
+
+    assert status == 404
+    assert json.loads(content) == {"error": "chat session 'sess-2' not found in project 'proj-1'"}
+    assert len(django_answers) == 1
+    assert not ChatMessage.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """The API's hot path does only what it must: a heartbeat no query once the token and the
-session are known, a message one transaction of three statements.
+session are known, a message one statement and one commit.
 (Throughput is measured by bench/api_hot_path.py, not here.)"""
 
 from __future__ import annotations
