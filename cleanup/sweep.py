@@ -8,7 +8,8 @@
    stored as stopped whose container runs (started outside the system) join the rest.
 4. Reconcile: write the preview rows that disagree with the listing, and only those.
 5. Decide for each preview with no stop under way (presence in one Redis round trip).
-6. Record the longest-idle `batch_size` stops as pending decisions (a dry run records
+6. Record the longest-idle stops as pending decisions, at most `batch_size` and within
+   each engine's bound on stops in flight (a dry run records
    them as such); the others are counted as deferred and decided again next time.
 7. Remove the containers no session owns, each recorded as a decision.
 8. Save the run, then hand out the new stops and the ones to hand out again.
@@ -25,11 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -345,7 +348,7 @@ def _sweep(
     verdicts = _decide_each(reachable, listing, under_way, now, policy)
     verdicts.undecided += len(previews) - len(reachable)
 
-    due_now = verdicts.to_stop[: run.batch_size]
+    due_now = _stops_due(verdicts.to_stop, pending, previews, run.batch_size)
     decisions = _stop_decisions(run, due_now, now)
     if session_pks is None:
         known = {preview.session_id for preview in previews}
@@ -387,6 +390,28 @@ def _sweep(
         decisions_cancel(run, run_cancel_detail(run))
         new = []
     return new, again, verdicts.kept
+
+
+def _stops_due(
+    to_stop: list[tuple[Preview, Decision, list]],
+    pending: list[StopDecision],
+    previews: list[Preview],
+    batch_size: int,
+) -> list[tuple[Preview, Decision, list]]:
+    """The stops to hand out now, longest idle first: at most `batch_size`, and on each
+    engine only while its stops in flight (handed out, not settled) stay within
+    CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE. The rest are decided again by the next sweep."""
+    engine_of = {preview.session_id: preview.engine for preview in previews}
+    in_flight = Counter(engine_of.get(decision.chat_session_id) for decision in pending)
+    due = []
+    for verdict in to_stop:
+        if len(due) == batch_size:
+            break
+        engine = verdict[0].engine
+        if in_flight[engine] < settings.CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE:
+            in_flight[engine] += 1
+            due.append(verdict)
+    return due
 
 
 def _hand_out(

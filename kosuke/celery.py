@@ -1,6 +1,7 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps.
 
 Run: celery -A kosuke worker (every queue; -Q sweeps,stops,previews splits them) |
+     celery -A kosuke worker -Q stops -P threads -c $STOPS_CONCURRENCY (the stops) |
      celery -A kosuke beat
      celery -A kosuke flower
 """
@@ -44,16 +45,23 @@ def _component(name: str) -> None:
 
 
 def _database_pool_off() -> None:
-    """Workers and beat open a connection per task instead: a pool's connections and
-    threads do not survive prefork's fork, and no task is hot enough to need one."""
+    """Beat and prefork workers open a connection per task instead: a pool's connections
+    and threads do not survive prefork's fork, and no such task is hot enough to need one."""
     from django.conf import settings
 
     settings.DATABASES["default"]["OPTIONS"].pop("pool", None)
 
 
 @signals.celeryd_init.connect
-def _worker_init(**_: Any) -> None:
-    _database_pool_off()
+def _worker_init(options: dict | None = None, **_: Any) -> None:
+    # A worker of threads (the stops worker: tens of stops waiting on Docker at once)
+    # shares DATABASE_POOL_MAX_SIZE connections among them; a stop gives its connection
+    # back while Docker works (previews.lifecycle).
+    from celery.concurrency import get_implementation
+
+    pool = (options or {}).get("pool_cls") or "prefork"  # -P's name, or a class
+    if get_implementation(pool) is not get_implementation("threads"):
+        _database_pool_off()
     _component("worker")
 
 

@@ -87,6 +87,9 @@ def main() -> int:
     from django.core.management import call_command
 
     django.setup()
+    from django.conf import settings
+
+    os.environ.setdefault("STOPS_CONCURRENCY", str(settings.STOPS_CONCURRENCY))  # Procfile
     call_command("migrate", interactive=False, verbosity=1)
     _first_start_credentials()
     _engine_report()

@@ -179,8 +179,12 @@ CELERY_TASK_TIME_LIMIT = 360
 # minutes keeps a preview running; ChatSession.idle_timeout_minutes overrides it per session.
 CLEANUP_THRESHOLD_MINUTES = env.int("CLEANUP_THRESHOLD_MINUTES", default=30)
 CLEANUP_INTERVAL_SECONDS = env.int("CLEANUP_INTERVAL_SECONDS", default=60)
-# Stops started per sweep at most; the rest wait for the next sweep (longest idle first).
-CLEANUP_BATCH_SIZE = env.int("CLEANUP_BATCH_SIZE", default=100)
+# Stops a run hands out at most, longest idle first (an operator's run may ask fewer); the
+# rest wait for the next sweep. What protects an engine is the bound below.
+CLEANUP_BATCH_SIZE = env.int("CLEANUP_BATCH_SIZE", default=10_000)
+# Stops handed out and not yet settled on one engine at most: a sweep hands out more only as
+# earlier ones settle, so a backlog waits in the database, decided afresh, not in a queue.
+CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE = env.int("CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE", default=200)
 # After the last viewer left, wait this long for a reconnect before stopping.
 CLEANUP_GRACE_SECONDS = env.int("CLEANUP_GRACE_SECONDS", default=30)
 # Stop any preview running longer than this, whatever its activity; 0 turns it off.
@@ -229,6 +233,11 @@ PREVIEW_MEMORY_MB = env.int("PREVIEW_MEMORY_MB", default=1024)
 PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
 # The kosuke.managed_by label: deployments sharing an engine never touch each other's previews.
 PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
+# Threads of the stops worker (`celery -A kosuke worker -Q stops -P threads -c N`): stops
+# waiting on Docker at once, so N stops that each take the whole stop timeout take about
+# one stop timeout. They share DATABASE_POOL_MAX_SIZE connections; each process keeps up
+# to N connections to each engine.
+STOPS_CONCURRENCY = env.int("STOPS_CONCURRENCY", default=100)
 # Seconds the web process waits for a worker to open, inspect or stop a preview.
 PREVIEW_REQUEST_TIMEOUT_SECONDS = env.int("PREVIEW_REQUEST_TIMEOUT_SECONDS", default=60)
 

@@ -123,7 +123,10 @@ class Engine:
         if self._client is None:
             with self._errors("connect"):
                 self._client = docker.DockerClient(
-                    base_url=self.url, timeout=settings.DOCKER_TIMEOUT_SECONDS
+                    base_url=self.url,
+                    timeout=settings.DOCKER_TIMEOUT_SECONDS,
+                    # The stops worker's threads call at once: a connection each, kept.
+                    max_pool_size=settings.STOPS_CONCURRENCY,
                 )
         return self._client
 

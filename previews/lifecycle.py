@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.db.models import Exists, OuterRef, Q
 
 from chat.models import ChatSession
+from kosuke.database import connection_give_back
 from previews.engine import (
     Container,
     EngineError,
@@ -173,6 +174,9 @@ def preview_stop_claimed(
     """
     preview_engine = engine(preview.engine)
     failures: list[EngineError] = []
+    # A stop may wait its whole stop timeout on Docker: its database connection is not
+    # held meanwhile (the stops worker runs tens of them on a few pooled connections).
+    connection_give_back()
     began = time.monotonic()
     try:
         for container_id in container_ids:

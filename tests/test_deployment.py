@@ -18,7 +18,7 @@ import yaml
 from tests.production.compose import compose_command
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_SERVICES = {"web", "worker", "beat", "flower"}
+APP_SERVICES = {"web", "worker", "stops", "beat", "flower"}
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +54,23 @@ def test_app_services_wait_for_healthy_stores_and_the_migrations(compose):
         assert depends["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_only_the_worker_mounts_the_docker_socket(compose):
+def test_only_the_workers_mount_the_docker_socket(compose):
     mounting = {
         name
         for name, service in compose["services"].items()
         if any("docker.sock" in str(volume) for volume in service.get("volumes", []))
     }
-    assert mounting == {"worker"}
-    assert compose["services"]["worker"]["group_add"]
+    assert mounting == {"worker", "stops"}
+    assert all(compose["services"][name]["group_add"] for name in mounting)
+
+
+def test_the_stops_run_on_threads_and_the_sweeps_on_processes(compose):
+    stops = compose["services"]["stops"]["command"]
+    assert stops[stops.index("-Q") + 1] == "stops"
+    assert stops[stops.index("-P") + 1] == "threads"
+    assert stops[stops.index("-c") + 1] == "${STOPS_CONCURRENCY:-100}"
+    worker = compose["services"]["worker"]["command"]
+    assert worker[worker.index("-Q") + 1] == "sweeps,previews"
 
 
 def test_shutdowns_have_time_for_a_warm_stop(compose):

@@ -110,6 +110,30 @@ def test_the_batch_size_caps_the_stops_longest_idle_first(previews_on_docker, al
     assert not StopDecision.objects.filter(session_id="s1").exists()
 
 
+def test_an_engine_gets_more_stops_only_as_its_stops_in_flight_settle(
+    previews_on_docker, alice, settings
+):
+    settings.CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE = 2
+    sessions = [
+        session_with_running_preview(alice, session_id=f"s{hours}", idle_for=td(hours=hours))
+        for hours in (1, 4, 3, 2)
+    ]
+    first = HandOut()
+    run = sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=first)
+    assert [d.session_id for d in first] == ["s4", "s3"]  # longest idle first
+    assert run.deferred == 2
+
+    second = HandOut()
+    assert sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=second).deferred == 2
+    assert second == []  # both still in flight on this engine: nothing more for it
+
+    decision_execute(decision_id=first[0].pk)  # one settles
+    third = HandOut()
+    sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=third)
+    assert [d.session_id for d in third] == ["s2"]
+    assert [_state(s) for s in sessions] == ["running", "stopped", "running", "running"]
+
+
 def test_a_threshold_given_for_the_run_overrides_the_setting(previews_on_docker, alice):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=10))
 

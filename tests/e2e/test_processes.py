@@ -7,6 +7,7 @@ tests arrange rows, let the schedule run, and watch the database and the engine.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,3 +230,52 @@ def test_a_worker_killed_mid_stop_loses_nothing(processes, alice, previews_on_do
     assert _state(session) == "stopped"
     containers = engine().containers({"kosuke.session_pk": str(session.pk)})
     assert [c.state for c in containers] == ["exited"]
+
+
+def _procfile_celery_args(name: str, **variables: str) -> list[str]:
+    """The arguments after `celery -A kosuke` of the Procfile's process `name`."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith(name)
+    )
+    command = line.split(": ", 1)[1]
+    for variable, value in variables.items():
+        command = command.replace(f"${variable}", value)
+    return command.split()[3:]
+
+
+def test_the_stops_worker_stops_many_previews_at_once_on_few_connections(
+    processes, alice, previews_on_docker, settings
+):
+    settings.PREVIEW_IMAGE = preview_image_build(
+        previews_on_docker, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
+    )
+    processes.env |= {"PREVIEW_IMAGE": settings.PREVIEW_IMAGE, "DATABASE_POOL_MAX_SIZE": "2"}
+    sessions = [
+        session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=1))
+        for n in range(6)
+    ]
+    processes.start("stops", *_procfile_celery_args("stops", STOPS_CONCURRENCY="8"))
+    processes.start("worker", *_procfile_celery_args("worker"))  # the sweeps
+    sweep_task.delay()
+
+    # Each stop waits its whole stop timeout (6 s): all six are under way at once, on
+    # threads sharing two pooled connections, not one after another.
+    wait_for(
+        lambda: Preview.objects.filter(state=PreviewState.STOPPING).count() == len(sessions),
+        timeout=60,
+        what="every stop under way at once",
+        every=0.1,
+    )
+    wait_for(
+        lambda: StopDecision.objects.filter(outcome="stopped").count() == len(sessions),
+        timeout=60,
+        what="every stop done",
+    )
+    assert {_state(session) for session in sessions} == {"stopped"}
+
+    def stops_logged() -> int:
+        log = (processes.log_dir / "stops.log").read_text()
+        return len(re.findall(r"queue=stops session=\S+ msg=\"stop \S+: stopped", log))
+
+    wait_for(lambda: stops_logged() == len(sessions), timeout=10, what="the stops logged")
+    assert "concurrency: 8 (thread)" in (processes.log_dir / "stops.log").read_text()

@@ -129,14 +129,17 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     )
     assert created.status_code == 201, created.text
     assert wait_for(lambda: _status(f"{flower}/api/workers"), timeout=60, what="Flower") == 401
-    workers = wait_for(
-        lambda: requests.get(
-            f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
-        ).json(),
+    wait_for(
+        lambda: {
+            name.split("@")[0]
+            for name in requests.get(
+                f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
+            ).json()
+        }
+        == {"celery", "stops"},
         timeout=60,
-        what="a worker in Flower",
+        what="both workers (celery@, stops@) in Flower",
     )
-    assert any(name.startswith("celery@") for name in workers)
     sweeps = wait_for(
         lambda: [
             task

@@ -2,7 +2,7 @@
 `scripts/build-image` built, then what an operator does and sees, from the host.
 
 The tests run in order on one stack (it takes a minute to become healthy): the stores and
-the migrations, a preview stopped by beat and the worker, the admin's static files,
+the migrations, a preview stopped by beat and the workers, the admin's static files,
 Flower, every health check, and last a `docker compose stop` during a stop.
 """
 
@@ -35,7 +35,7 @@ from tests.production.compose import (
 PROJECT = "compose-smoke"
 FLOWER_USER, FLOWER_PASSWORD = "ops", secrets.token_urlsafe(12)
 STOP_TIMEOUT_SECONDS = 8
-APP_SERVICES = ("web", "worker", "beat", "flower")
+APP_SERVICES = ("web", "worker", "stops", "beat", "flower")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_the_web_is_ready_once_the_stores_are_up_and_migrated(stack):
     assert all(check["ok"] for check in ready["checks"].values()), ready
 
 
-def test_beat_and_the_worker_stop_an_idle_preview(stack, api, docker_client):
+def test_beat_and_the_workers_stop_an_idle_preview(stack, api, docker_client):
     # The worker runs as uid 10001 and reaches the engine through the socket's group.
     identity = stack.compose("exec", "-T", "worker", "id").strip()
     assert "uid=10001(kosuke)" in identity
@@ -191,8 +191,9 @@ def test_beat_and_the_worker_stop_an_idle_preview(stack, api, docker_client):
             and answer
         ),
         timeout=60,
-        what="beat's sweep and the worker to stop the idle preview",
+        what="beat's sweep and the stops worker to stop the idle preview",
     )
+    assert re.search(r"queue=stops session=\S+ msg=\"stop \S+/idle: stopped", stack.logs("stops"))
     assert stopped["last_stop_reason"] == "inactive"
     assert docker_client.containers.get(container["id"]).status == "exited"
     decisions = stack.sql(
@@ -256,7 +257,7 @@ def test_every_service_becomes_healthy(stack, docker_client):
     TIMINGS["every service healthy"] = elapsed(stack.started)
 
 
-def test_compose_stop_lets_the_worker_finish_the_stop_in_flight(stack, api, docker_client):
+def test_compose_stop_lets_the_stops_worker_finish_the_stop_in_flight(stack, api, docker_client):
     preview = preview_running(api, "in-flight")
     (container,) = preview["containers"]
     session_age(stack, "in-flight")
@@ -270,20 +271,20 @@ def test_compose_stop_lets_the_worker_finish_the_stop_in_flight(stack, api, dock
     stopping = time.monotonic()
     stack.compose("stop", timeout=420)
     TIMINGS["docker compose stop (from its start)"] = elapsed(stopping)
-    # The worker waited for the engine's stop timeout to run out, SIGTERM ignored.
+    # The stops worker waited for the engine's stop timeout to run out, SIGTERM ignored.
     assert time.monotonic() - stopping >= STOP_TIMEOUT_SECONDS / 2
 
-    worker = docker_client.containers.list(
+    stops = docker_client.containers.list(
         all=True,
         filters={
             "label": [
                 f"com.docker.compose.project={stack.name}",
-                "com.docker.compose.service=worker",
+                "com.docker.compose.service=stops",
             ]
         },
     )[0]
-    assert worker.attrs["State"]["ExitCode"] == 0, stack.logs("worker")[-3000:]
-    logs = stack.logs("worker")
+    assert stops.attrs["State"]["ExitCode"] == 0, stack.logs("stops")[-3000:]
+    logs = stack.logs("stops")
     # The stop finished after the warm shutdown began: it was in flight when SIGTERM came.
     assert logs.index("Warm shutdown") < logs.index(f"stop {PROJECT}/in-flight: stopped")
     assert docker_client.containers.get(container["id"]).status == "exited"
