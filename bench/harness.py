@@ -46,6 +46,33 @@ def django_ready(*, redis: bool = False) -> None:
     call_command("migrate", verbosity=0)
 
 
+def previews_open(count: int) -> None:
+    """Sessions s0..s<count-1> of the user `bench` in project `bench`, each with its
+    preview opened on the engine at DOCKER_HOST (8 at a time; after django_ready)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from chat.models import ChatSession
+    from previews.services import preview_open
+
+    owner, _ = User.objects.get_or_create(username="bench")
+    sessions = [
+        ChatSession.objects.create(owner=owner, project_id="bench", session_id=f"s{n}")
+        for n in range(count)
+    ]
+
+    def open_one(session: ChatSession) -> None:
+        try:
+            preview_open(session=session)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(open_one, sessions))
+
+
 def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
     """The Dockerfile's command, on 127.0.0.1 (`env`: settings of its own)."""
     command = ["uvicorn", "kosuke.asgi:application", "--host", "127.0.0.1", "--port", str(port)]

@@ -21,7 +21,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import django_ready
+from harness import django_ready, previews_open
 
 
 def main() -> None:
@@ -36,8 +36,6 @@ def main() -> None:
 
     from celery.contrib.testing.worker import start_worker
     from django.conf import settings
-    from django.contrib.auth.models import User
-    from django.db import connection
     from django.utils import timezone
 
     from chat.models import ChatSession
@@ -48,25 +46,11 @@ def main() -> None:
     from kosuke.celery import app
     from previews.engine import deployment_labels, engine
     from previews.models import Preview, PreviewState
-    from previews.services import preview_open
     from tests.preview_image import preview_image_build
 
     docker = engine()
     settings.PREVIEW_IMAGE = preview_image_build(docker.client)
-    owner, _ = User.objects.get_or_create(username="bench")
-    sessions = [
-        ChatSession.objects.create(owner=owner, project_id="bench", session_id=f"s{n}")
-        for n in range(args.previews)
-    ]
-
-    def open_one(session: ChatSession) -> None:
-        try:
-            preview_open(session=session)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(open_one, sessions))
+    previews_open(args.previews)
     containers = docker.containers(deployment_labels())
 
     def all_running_and_idle() -> None:

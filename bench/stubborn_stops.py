@@ -20,10 +20,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import ROOT, django_ready
+from harness import ROOT, django_ready, previews_open
 
 WORKERS = ("worker", "stops")  # the Procfile's processes that serve the sweep and the stops
 
@@ -44,7 +43,6 @@ def main() -> None:
     from datetime import timedelta
 
     from django.conf import settings
-    from django.contrib.auth.models import User
     from django.db import connection
     from django.utils import timezone
 
@@ -53,7 +51,6 @@ def main() -> None:
     from cleanup.tasks import sweep_task
     from previews.engine import deployment_labels, engine
     from previews.models import Preview, PreviewState
-    from previews.services import preview_open
     from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 
     docker = engine()
@@ -61,20 +58,7 @@ def main() -> None:
         docker.client, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
     )
     settings.PREVIEW_IMAGE = os.environ["PREVIEW_IMAGE"] = image
-    owner, _ = User.objects.get_or_create(username="bench")
-    sessions = [
-        ChatSession.objects.create(owner=owner, project_id="bench", session_id=f"s{n}")
-        for n in range(args.previews)
-    ]
-
-    def open_one(session: ChatSession) -> None:
-        try:
-            preview_open(session=session)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(open_one, sessions))
+    previews_open(args.previews)
     ChatSession.objects.update(last_activity_at=timezone.now() - timedelta(hours=2))
 
     logs = Path(tempfile.mkdtemp(prefix="kosuke-bench-"))

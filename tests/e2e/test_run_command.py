@@ -130,13 +130,15 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     assert created.status_code == 201, created.text
     assert wait_for(lambda: _status(f"{flower}/api/workers"), timeout=60, what="Flower") == 401
     wait_for(
-        lambda: {
-            name.split("@")[0]
-            for name in requests.get(
-                f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
-            ).json()
-        }
-        == {"celery", "stops"},
+        lambda: (
+            {
+                name.split("@")[0]
+                for name in requests.get(
+                    f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
+                ).json()
+            }
+            == {"celery", "stops"}
+        ),
         timeout=60,
         what="both workers (celery@, stops@) in Flower",
     )
