@@ -73,6 +73,23 @@ def previews_open(count: int) -> None:
         list(pool.map(open_one, sessions))
 
 
+def procfile_start(name: str, logs: Path, *, as_name: str = "", **env: str) -> subprocess.Popen:
+    """The Procfile's process `name`, as ./scripts/run starts it (`env`: settings of its
+    own, also filling the command's $VARIABLES); `as_name` renames a worker (-n) and its
+    log, for several of one kind."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    command = next(line for line in lines if line.startswith(f"{name}:")).split(": ", 1)[1]
+    if as_name:
+        command = command.replace(f"{name}@%h", f"{as_name}@%h")
+    return subprocess.Popen(  # noqa: S603 - the Procfile's own command
+        ["bash", "-c", f"exec {command}"],  # noqa: S607
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=(logs / f"{as_name or name}.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
     """The Dockerfile's command, on 127.0.0.1 (`env`: settings of its own)."""
     command = ["uvicorn", "kosuke.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
@@ -143,3 +160,23 @@ def live_previews_add(fake, owner_pk: int, start: int, end: int) -> None:
     for pk in pks:
         labels = preview_labels(session_pk=pk, project_id="live", session_id=f"s{pk}")
         fake.add(f"{pk:064x}", f"kosuke-preview-bench-{pk}", labels)
+
+
+def history_add(owner_pk: int, count: int) -> None:
+    """`count` sessions inactive for 30 days, their previews stopped long ago."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH s AS (
+                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
+                    created_at, updated_at, last_activity_at)
+                SELECT %s, 'old', 'h' || n, '', now(), now(), now() - interval '30 days'
+                FROM generate_series(1, %s) AS n RETURNING id)
+            INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
+                last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
+            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '', '' FROM s
+            """,
+            [owner_pk, count],
+        )

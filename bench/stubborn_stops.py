@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from harness import ROOT, django_ready, previews_open
+from harness import django_ready, previews_open, procfile_start
 
 WORKERS = ("worker", "stops")  # the Procfile's processes that serve the sweep and the stops
-
-
-def _procfile_commands() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
 
 
 def main() -> None:
@@ -62,18 +56,8 @@ def main() -> None:
     ChatSession.objects.update(last_activity_at=timezone.now() - timedelta(hours=2))
 
     logs = Path(tempfile.mkdtemp(prefix="kosuke-bench-"))
-    env = {**os.environ, "STOPS_CONCURRENCY": str(settings.STOPS_CONCURRENCY)}
-    commands = _procfile_commands()
-    processes = [
-        subprocess.Popen(  # noqa: S603 - the Procfile's own commands
-            ["bash", "-c", f"exec {commands[name]}"],  # noqa: S607
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / f"{name}.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        for name in WORKERS
-    ]
+    threads = str(settings.STOPS_CONCURRENCY)
+    processes = [procfile_start(name, logs, STOPS_CONCURRENCY=threads) for name in WORKERS]
     peak = [0]
     done = threading.Event()
 

@@ -17,7 +17,7 @@ import statistics
 import time
 import tracemalloc
 
-from harness import django_ready, fake_engine_use, live_previews_add
+from harness import django_ready, fake_engine_use, history_add, live_previews_add
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
 
     fake = fake_engine_use()
     owner, _ = User.objects.get_or_create(username="bench")
-    _history_insert(connection, owner.pk, args.history)
+    history_add(owner.pk, args.history)
     print(
         f"{args.history:,} stopped sessions of history; containers simulated by a fake Docker "
         f"API on a Unix socket (bench/fake_engine.py); batch size {settings.CLEANUP_BATCH_SIZE}"
@@ -112,23 +112,6 @@ def main() -> None:
             )
         reset()
     fake.close()
-
-
-def _history_insert(connection, owner_pk: int, count: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH s AS (
-                INSERT INTO chat_chatsession (owner_id, project_id, session_id, title,
-                    created_at, updated_at, last_activity_at)
-                SELECT %s, 'old', 'h' || n, '', now(), now(), now() - interval '30 days'
-                FROM generate_series(1, %s) AS n RETURNING id)
-            INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
-                last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
-            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '', '' FROM s
-            """,
-            [owner_pk, count],
-        )
 
 
 if __name__ == "__main__":

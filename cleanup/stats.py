@@ -214,6 +214,10 @@ def stats_window(window: timedelta, *, now: datetime | None = None) -> dict:
             "orphans_removed": by_reason.get(StopReason.ORPHAN, {}).get(
                 StopDecision.Outcome.STOPPED, 0
             ),
+            # Containers of previews stopped for longer than PREVIEW_RETENTION_HOURS.
+            "retention_removed": by_reason.get(StopReason.RETENTION, {}).get(
+                StopDecision.Outcome.STOPPED, 0
+            ),
             "idle_container_hours": round(late_total / 3600, 3),
         },
         "sweeps": {**sweeps, "skipped": sweeps_skipped_since(since)},
@@ -322,7 +326,8 @@ def stats_in_words(stats: dict) -> list[str]:
         f"  past the threshold when stopped: half within {late['median_within']} s, "
         f"95 % within {late['p95_within']} s "
         f"({late['stops']} stops); idle container-hours {stops['idle_container_hours']}; "
-        f"orphans removed {stops['orphans_removed']}",
+        f"orphans removed {stops['orphans_removed']}; "
+        f"removed after the retention {stops['retention_removed']}",
         f"sweeps: {sweeps['run']} run, {sweeps['paused']} paused, {sweeps['skipped']} skipped "
         "(another was running)",
     ]

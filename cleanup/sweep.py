@@ -11,7 +11,8 @@
 6. Record the longest-idle stops as pending decisions, at most `batch_size` and within
    each engine's bound on stops in flight (a dry run records
    them as such); the others are counted as deferred and decided again next time.
-7. Remove the containers no session owns, each recorded as a decision.
+7. Remove the containers no session owns, and those of previews stopped for longer than
+   the retention, each recorded as a decision.
 8. Save the run, then hand out the new stops and the ones to hand out again.
 
 Cost follows the previews that are not stopped, never the history: a constant number of
@@ -48,12 +49,14 @@ from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
 from kosuke.health import engine_reports_record
 from previews.engine import Container, EngineError, engine
+from previews.lifecycle import preview_containers_remove
 from previews.models import Preview, PreviewState, StopReason
 from previews.reconcile import (
     EngineListing,
     engines_list,
     orphan_remove,
     orphans_find,
+    previews_past_retention,
     previews_reconcile,
     sessions_running_elsewhere,
 )
@@ -183,33 +186,67 @@ def _stop_decisions(
     ]
 
 
-def _orphans_remove(run: CleanupRun, orphans: list[Container], now: datetime) -> list[StopDecision]:
-    """Remove the containers no session owns (not in a dry run); returns their decisions."""
+def _removals(
+    run: CleanupRun, listing: EngineListing, live: set[int], now: datetime
+) -> list[StopDecision]:
+    """Remove the containers no session owns (orphans) and those of previews stopped for
+    longer than the retention, at most CLEANUP_REMOVALS_PER_SWEEP (orphans first, then
+    longest stopped); returns a settled decision for each (a dry run removes nothing)."""
+    room = settings.CLEANUP_REMOVALS_PER_SWEEP
+    orphans = orphans_find(listing, known=live, now=now)[:room]
+    retired = previews_past_retention(listing, live=live, now=now)[: room - len(orphans)]
     decisions = []
     for container in orphans:
-        outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
-        if not run.dry_run:
-            try:
-                orphan_remove(container)
-                outcome, detail = StopDecision.Outcome.STOPPED, "removed"
-            except EngineError as exc:
-                outcome, detail = StopDecision.Outcome.FAILED, str(exc)
+        decision = StopDecision(
+            run=run,
+            project_id=container.project_id[:64],
+            session_id=container.session_id[:64],
+            stop_reason=StopReason.ORPHAN,
+            reason=f"container {container.name} belongs to no session",
+            containers=[{"id": container.id, "kept": False}],
+        )
+        decisions.append(_removal(run, decision, lambda c=container: orphan_remove(c), now))
+    for preview, containers in retired:
+        stopped_for = (now - preview.stopped_at).total_seconds() / 3600
+        decision = StopDecision(
+            run=run,
+            chat_session=preview.session,
+            project_id=preview.session.project_id,
+            session_id=preview.session.session_id,
+            stop_reason=StopReason.RETENTION,
+            reason=(
+                f"stopped {stopped_for:.0f} h ago, longer than the retention "
+                f"({settings.PREVIEW_RETENTION_HOURS} h)"
+            ),
+            containers=[{"id": container.id, "kept": False} for container in containers],
+        )
+        ids = [container.id for container in containers]
         decisions.append(
-            StopDecision(
-                run=run,
-                project_id=container.project_id[:64],
-                session_id=container.session_id[:64],
-                stop_reason=StopReason.ORPHAN,
-                reason=f"container {container.name} belongs to no session",
-                level=ActivityLevel.DISCONNECTED,
-                containers=[{"id": container.id, "kept": False}],
-                decided_at=now,
-                outcome=outcome,
-                outcome_detail=detail,
-                settled_at=now,
+            _removal(
+                run,
+                decision,
+                lambda p=preview, i=ids: preview_containers_remove(p, i, now=now),
+                now,
             )
         )
     return decisions
+
+
+def _removal(run: CleanupRun, decision: StopDecision, remove, now: datetime) -> StopDecision:
+    """Carry out one removal (`remove()` returns False when the preview changed first) and
+    settle its decision."""
+    outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
+    if not run.dry_run:
+        try:
+            removed = remove() is not False
+            outcome = StopDecision.Outcome.STOPPED if removed else StopDecision.Outcome.SKIPPED
+            detail = "removed" if removed else "reopened meanwhile: kept"
+        except EngineError as exc:
+            outcome, detail = StopDecision.Outcome.FAILED, str(exc)
+    decision.level = ActivityLevel.DISCONNECTED
+    decision.decided_at = decision.settled_at = now
+    decision.outcome, decision.outcome_detail = outcome, detail
+    return decision
 
 
 def sweep(
@@ -351,8 +388,7 @@ def _sweep(
     due_now = _stops_due(verdicts.to_stop, pending, previews, run.batch_size)
     decisions = _stop_decisions(run, due_now, now)
     if session_pks is None:
-        known = {preview.session_id for preview in previews}
-        decisions += _orphans_remove(run, orphans_find(listing, known=known), now)
+        decisions += _removals(run, listing, {preview.session_id for preview in previews}, now)
     if lock_lost.is_set():  # another sweep may be deciding now: leave it to that one
         raise RuntimeError("the sweep lost its lock before recording its decisions")
     StopDecision.objects.bulk_create(decisions)

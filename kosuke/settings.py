@@ -238,6 +238,14 @@ PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
 # one stop timeout. They share DATABASE_POOL_MAX_SIZE connections; each process keeps up
 # to N connections to each engine.
 STOPS_CONCURRENCY = env.int("STOPS_CONCURRENCY", default=100)
+# Hours a stopped preview keeps its containers (a reopen starts them again); after that
+# the sweep removes them with their volumes, and a reopen creates fresh ones. 0: keep.
+PREVIEW_RETENTION_HOURS = env.int("PREVIEW_RETENTION_HOURS", default=24)
+# Minutes a labelled container no session owns is left alone before the sweep removes it:
+# its open may still be being recorded.
+ORPHAN_MIN_AGE_MINUTES = env.int("ORPHAN_MIN_AGE_MINUTES", default=10)
+# Containers a sweep removes at most (retention and orphans, oldest first); the rest wait.
+CLEANUP_REMOVALS_PER_SWEEP = env.int("CLEANUP_REMOVALS_PER_SWEEP", default=100)
 # Seconds the web process waits for a worker to open, inspect or stop a preview.
 PREVIEW_REQUEST_TIMEOUT_SECONDS = env.int("PREVIEW_REQUEST_TIMEOUT_SECONDS", default=60)
 

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import docker
 import docker.errors
@@ -48,6 +49,7 @@ class Container:
     state: str  # Docker's: created, running, paused, restarting, exited, dead
     labels: dict[str, str]
     engine_url: str
+    created_at: datetime | None = None  # None: the engine did not say
 
     @property
     def is_running(self) -> bool:
@@ -147,6 +149,11 @@ class Engine:
                 state=summary["State"],
                 labels=summary.get("Labels") or {},
                 engine_url=self.url,
+                created_at=(
+                    datetime.fromtimestamp(summary["Created"], UTC)
+                    if summary.get("Created")
+                    else None
+                ),
             )
             for summary in summaries
         ]
@@ -198,10 +205,11 @@ class Engine:
                 return
 
     def remove(self, container_id: str) -> None:
-        """Remove a container, stopping it first if needed; one already gone is fine."""
+        """Remove a container with the anonymous volumes created with it, stopping it first
+        if needed; one already gone is fine."""
         with self._errors(f"remove container {container_id[:12]}"):
             try:
-                self.client.api.remove_container(container_id, force=True)
+                self.client.api.remove_container(container_id, force=True, v=True)
             except docker.errors.NotFound:
                 return
 

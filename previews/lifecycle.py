@@ -233,6 +233,37 @@ def _restart(preview: Preview, container_ids: list[str], *, token: str, now: dat
     return True
 
 
+def preview_containers_remove(preview: Preview, container_ids: list[str], *, now: datetime) -> bool:
+    """Remove the containers of a preview stopped long ago (retention), with their volumes.
+
+    Claimed first (STOPPED -> STOPPING, as read): an open meanwhile is refused (409) rather
+    than starting a container being removed; STOPPED again after, its stop unchanged.
+    False if it changed first (reopened). EngineError if a removal failed.
+    """
+    token = f"{StopReason.RETENTION}:{now.timestamp()}"
+    if not preview.transition(
+        from_states=[PreviewState.STOPPED],
+        to=PreviewState.STOPPING,
+        now=now,
+        guard=Q(state_changed_at=preview.state_changed_at),
+        claim_token=token,
+    ):
+        return False
+    connection_give_back()  # as a stop does, while Docker works
+    try:
+        for container_id in container_ids:
+            engine(preview.engine).remove(container_id)
+    finally:
+        preview.transition(
+            from_states=[PreviewState.STOPPING],
+            to=PreviewState.STOPPED,
+            now=now,
+            guard=Q(claim_token=token),
+            claim_token="",
+        )
+    return True
+
+
 def preview_containers_running(preview: Preview) -> list[Container]:
     """The preview's running containers, as its engine lists them now (one call)."""
     listed = engine(preview.engine).containers(preview_labels_of(preview.session))

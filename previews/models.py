@@ -29,11 +29,13 @@ class StopReason(models.TextChoices):
     ORPHAN = "orphan", "no live session owns it"
     FAILED_START = "failed_start", "the containers failed to start"
     EXITED = "exited", "the containers exited on their own"
+    RETENTION = "retention", "stopped for longer than the retention: containers removed"
 
 
 # Each state change is a conditional UPDATE from one of these states (Preview.transition).
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
-    PreviewState.STOPPED: {PreviewState.STARTING, PreviewState.RUNNING},
+    # STOPPING: its containers are being removed (retention); an open waits for that.
+    PreviewState.STOPPED: {PreviewState.STARTING, PreviewState.RUNNING, PreviewState.STOPPING},
     PreviewState.FAILED: {
         PreviewState.STARTING,
         PreviewState.RUNNING,

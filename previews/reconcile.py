@@ -78,20 +78,50 @@ def engines_list(engine_urls: Iterable[str]) -> EngineListing:
     return listing
 
 
-def orphans_find(listing: EngineListing, *, known: set[int]) -> list[Container]:
-    """Containers of this deployment whose session is gone (deleted, or never known);
-    containers labelled kosuke.keep=true are never orphans. Sessions in `known` exist:
-    only the others are looked up."""
+def orphans_find(listing: EngineListing, *, known: set[int], now: datetime) -> list[Container]:
+    """Containers of this deployment whose session is gone (deleted, or never known), once
+    older than ORPHAN_MIN_AGE_MINUTES (an open may still be recording its own); containers
+    labelled kosuke.keep=true are never orphans. Sessions in `known` exist: only the
+    others are looked up."""
     unknown = {pk for _url, pk in listing.containers if pk is not None and pk not in known}
     live = known
     if unknown:
         live = known | set(ChatSession.objects.filter(pk__in=unknown).values_list("pk", flat=True))
+    young = now - timedelta(minutes=settings.ORPHAN_MIN_AGE_MINUTES)
     return [
         container
         for (_url, session_pk), containers in listing.containers.items()
         if session_pk not in live
         for container in containers
-        if not container.is_kept
+        if not container.is_kept and not (container.created_at and container.created_at > young)
+    ]
+
+
+def previews_past_retention(
+    listing: EngineListing, *, live: set[int], now: datetime
+) -> list[tuple[Preview, list[Container]]]:
+    """Previews stopped for longer than PREVIEW_RETENTION_HOURS whose containers are still
+    on their engine, with those containers, longest stopped first (one query). Sessions in
+    `live` have a preview not stopped: none of theirs."""
+    if not settings.PREVIEW_RETENTION_HOURS:
+        return []
+    idle = {
+        key: containers
+        for key, containers in listing.containers.items()
+        if key[1] is not None
+        and key[1] not in live
+        and not any(container.is_running or container.is_kept for container in containers)
+    }
+    cutoff = now - timedelta(hours=settings.PREVIEW_RETENTION_HOURS)
+    stopped_long_ago = Preview.objects.filter(
+        session_id__in={session_pk for _url, session_pk in idle},
+        state=PreviewState.STOPPED,
+        stopped_at__lt=cutoff,
+    ).order_by("stopped_at")
+    return [
+        (preview, idle[preview.engine, preview.session_id])
+        for preview in stopped_long_ago.select_related("session")
+        if (preview.engine, preview.session_id) in idle
     ]
 
 

@@ -14,9 +14,16 @@ SERVE_HTTP = ["/bin/busybox", "httpd", "-f", "-p", "3000", "-h", "/www"]
 IGNORE_SIGTERM = ["/bin/busybox", "sh", "-c", "trap '' TERM; while :; do busybox sleep 1; done"]
 
 
-def preview_image_build(docker_client, *, tag: str = TAG, command: list[str] = SERVE_HTTP) -> str:
+def preview_image_build(
+    docker_client,
+    *,
+    tag: str = TAG,
+    command: list[str] = SERVE_HTTP,
+    volumes: list[str] = (),
+) -> str:
     """`docker import` a root filesystem holding a static busybox that runs `command`
-    (by default: serve HTTP on port 3000).
+    (by default: serve HTTP on port 3000); each container gets an anonymous volume at each
+    of `volumes`.
 
     Raises FileNotFoundError when no static busybox is installed (Debian: busybox-static).
     """
@@ -35,6 +42,6 @@ def preview_image_build(docker_client, *, tag: str = TAG, command: list[str] = S
         rootfs.getvalue(),
         repository=repository,
         tag=version,
-        changes=[f"CMD {json.dumps(command)}"],
+        changes=[f"CMD {json.dumps(command)}", *(f"VOLUME {path}" for path in volumes)],
     )
     return tag

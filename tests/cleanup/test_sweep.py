@@ -184,7 +184,8 @@ def test_its_queries_do_not_grow_with_the_history_of_stopped_sessions(previews_o
     assert queries_of_one_sweep() == few
 
 
-def test_it_removes_containers_whose_session_is_gone(previews_on_docker, alice):
+def test_it_removes_containers_whose_session_is_gone(previews_on_docker, alice, settings):
+    settings.ORPHAN_MIN_AGE_MINUTES = 0  # the minimum age: tests/cleanup/test_removals.py
     session = session_with_running_preview(alice, session_id="s", idle_for=td(minutes=1))
     label = f"kosuke.session_pk={session.pk}"
     session.delete()
