@@ -193,7 +193,11 @@ def _removals(
     longer than the retention, at most CLEANUP_REMOVALS_PER_SWEEP (orphans first, then
     longest stopped); returns a settled decision for each (a dry run removes nothing)."""
     room = settings.CLEANUP_REMOVALS_PER_SWEEP
-    orphans = orphans_find(listing, known=live, now=now)[:room]
+    oldest_first = sorted(
+        orphans_find(listing, known=live, now=now),
+        key=lambda container: container.created_at or now,
+    )
+    orphans = oldest_first[:room]
     retired = previews_past_retention(listing, live=live, now=now)[: room - len(orphans)]
     decisions = []
     for container in orphans:

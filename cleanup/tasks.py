@@ -5,6 +5,7 @@ Task names are stable: queued messages refer to them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -56,7 +57,10 @@ def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
             "take_over": take_over,
         }
     )
-    handout_mark(decision.pk, QUEUED, unless_marked=True)
+    # Published: a mark that cannot be written now is a missing one, which is safe (the
+    # next sweep hands the stop out again; a second copy does nothing).
+    with contextlib.suppress(redis.RedisError):
+        handout_mark(decision.pk, QUEUED, unless_marked=True)
 
 
 @shared_task(

@@ -53,16 +53,22 @@ def _database_pool_off() -> None:
 
 
 @signals.celeryd_init.connect
-def _worker_init(options: dict | None = None, **_: Any) -> None:
+def _worker_init(options: dict | None = None, conf: Any = None, **_: Any) -> None:
     # A worker of threads (the stops worker: tens of stops waiting on Docker at once)
     # shares DATABASE_POOL_MAX_SIZE connections among them; a stop gives its connection
     # back while Docker works (previews.lifecycle).
-    from celery.concurrency import get_implementation
-
-    pool = (options or {}).get("pool_cls") or "prefork"  # -P's name, or a class
-    if get_implementation(pool) is not get_implementation("threads"):
+    if not runs_on_threads(options or {}, conf):
         _database_pool_off()
     _component("worker")
+
+
+def runs_on_threads(options: dict, conf: Any) -> bool:
+    """Whether the worker being started runs its tasks on threads (`-P threads`)."""
+    from celery.concurrency import get_implementation
+
+    # -P arrives as `pool` (a class); a worker started from code may say `pool_cls`.
+    pool = options.get("pool") or options.get("pool_cls") or getattr(conf, "worker_pool", None)
+    return get_implementation(pool or "prefork") is get_implementation("threads")
 
 
 @signals.worker_ready.connect
