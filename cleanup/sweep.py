@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from chat.models import ActivityLevel
@@ -113,8 +114,11 @@ def _previews(
 
 
 def _stops_pending() -> list[StopDecision]:
+    """The stops handed out and not settled, each with its preview's engine (the bound on
+    stops in flight counts them per engine)."""
     fields = ("run_id", "chat_session_id", "project_id", "session_id", "decided_at")
-    return list(StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING).only(*fields))
+    pending = StopDecision.objects.filter(outcome=StopDecision.Outcome.PENDING).only(*fields)
+    return list(pending.annotate(preview_engine=F("chat_session__preview__engine")))
 
 
 def _engines_list_and_report(engine_urls: set[str]) -> EngineListing:
@@ -389,7 +393,7 @@ def _sweep(
     verdicts = _decide_each(reachable, listing, under_way, now, policy)
     verdicts.undecided += len(previews) - len(reachable)
 
-    due_now = _stops_due(verdicts.to_stop, pending, previews, run.batch_size)
+    due_now = _stops_due(verdicts.to_stop, pending, run.batch_size)
     decisions = _stop_decisions(run, due_now, now)
     if session_pks is None:
         decisions += _removals(run, listing, {preview.session_id for preview in previews}, now)
@@ -433,16 +437,12 @@ def _sweep(
 
 
 def _stops_due(
-    to_stop: list[tuple[Preview, Decision, list]],
-    pending: list[StopDecision],
-    previews: list[Preview],
-    batch_size: int,
+    to_stop: list[tuple[Preview, Decision, list]], pending: list[StopDecision], batch_size: int
 ) -> list[tuple[Preview, Decision, list]]:
     """The stops to hand out now, longest idle first: at most `batch_size`, and on each
     engine only while its stops in flight (handed out, not settled) stay within
     CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE. The rest are decided again by the next sweep."""
-    engine_of = {preview.session_id: preview.engine for preview in previews}
-    in_flight = Counter(engine_of.get(decision.chat_session_id) for decision in pending)
+    in_flight = Counter(decision.preview_engine for decision in pending)
     due = []
     for verdict in to_stop:
         if len(due) == batch_size:

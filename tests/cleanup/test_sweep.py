@@ -126,6 +126,9 @@ def test_an_engine_gets_more_stops_only_as_its_stops_in_flight_settle(
     second = HandOut()
     assert sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=second).deferred == 2
     assert second == []  # both still in flight on this engine: nothing more for it
+    only_s2 = HandOut()  # a run for one session counts the stops in flight of the others
+    sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=only_s2, session_pks={sessions[3].pk})
+    assert only_s2 == []
 
     decision_execute(decision_id=first[0].pk)  # one settles
     third = HandOut()
