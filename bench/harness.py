@@ -77,8 +77,9 @@ def procfile_start(name: str, logs: Path, *, as_name: str = "", **env: str) -> s
     """The Procfile's process `name`, as ./scripts/run starts it (`env`: settings of its
     own, also filling the command's $VARIABLES); `as_name` renames a worker (-n) and its
     log, for several of one kind."""
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    command = next(line for line in lines if line.startswith(f"{name}:")).split(": ", 1)[1]
+    from tests.procfile import procfile_command
+
+    command = procfile_command(name)
     if as_name:
         command = command.replace(f"{name}@%h", f"{as_name}@%h")
     return subprocess.Popen(  # noqa: S603 - the Procfile's own command

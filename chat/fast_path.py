@@ -17,18 +17,17 @@ from __future__ import annotations
 import functools
 import re
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from pydantic import ValidationError
 
 from chat import services
 from chat.heartbeat import heartbeat_receive
-from chat.models import IDENTIFIER_PATTERN, ChatMessage
+from chat.models import IDENTIFIER_PATTERN
 from chat.schemas import HeartbeatIn, MessageIn, MessageOut, PresenceOut
 from chat.tokens import api_token_user_async
 from kosuke.asgi_http import Answer, headers_of, host_allowed, json_body
-from kosuke.database import connection_give_back
+from kosuke.database import database_call
 from kosuke.errors import ApplicationError
 
 _ID = IDENTIFIER_PATTERN.removeprefix("^").removesuffix("$")
@@ -58,26 +57,19 @@ async def _message(scope: dict, body: bytes, *, ids: dict[str, str]) -> tuple[in
     owner = await _owner(scope)
     if owner is None:
         return None
-    # Not on the one thread-sensitive thread: every message writes, and they run at once.
-    send = sync_to_async(_message_send_given_back, thread_sensitive=False)
     try:
-        message = await send(owner, ids, message_in)
+        message = await database_call(
+            services.message_send,
+            owner=owner,
+            content=message_in.content,
+            role=message_in.role,
+            # Not on the one thread-sensitive thread: every message writes, many at once.
+            thread_sensitive=False,
+            **ids,
+        )
     except ApplicationError:  # an unknown session (nothing written): Django's 404
         return None
     return 201, json_body(MessageOut.model_validate(message).model_dump())
-
-
-def _message_send_given_back(
-    owner: AbstractBaseUser, ids: dict[str, str], message_in: MessageIn
-) -> ChatMessage:
-    # Its connection goes straight back to the pool (a broken one is dropped): beside
-    # Django, no end of request would give it back.
-    try:
-        return services.message_send(
-            owner=owner, content=message_in.content, role=message_in.role, **ids
-        )
-    finally:
-        connection_give_back()
 
 
 ROUTES = [

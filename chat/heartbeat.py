@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -27,7 +26,7 @@ from chat.models import ChatSession
 from chat.presence import Presence, heartbeat_record
 from chat.selectors import session_missing
 from cleanup.decisions import Policy, Snapshot, StopDue, stop_due
-from kosuke.database import connection_give_back
+from kosuke.database import database_call
 from kosuke.redis_client import async_redis_client
 
 
@@ -69,30 +68,25 @@ async def heartbeat_receive(
 async def _session_read(**lookup: object) -> ChatSession | None:
     """The session with what the stop rules read of it and its preview: one query. By
     owner and ids it raises 404 when missing; by pk it returns None."""
-    session = await sync_to_async(_session_read_now)(lookup)
+    session = await database_call(_session_read_now, lookup)
     if session is None and "pk" not in lookup:
         raise session_missing(lookup["project_id"], lookup["session_id"])
     return session
 
 
 def _session_read_now(lookup: dict) -> ChatSession | None:
-    # The connection goes straight back to the pool (a broken one is dropped): served
-    # beside Django (chat.fast_path), no end of request would give it back.
-    try:
-        return (
-            ChatSession.objects.filter(**lookup)
-            .select_related("preview")
-            .only(
-                "last_activity_at",
-                "idle_timeout_minutes",
-                "busy_until",
-                "preview__state",
-                "preview__started_at",
-            )
-            .first()
+    return (
+        ChatSession.objects.filter(**lookup)
+        .select_related("preview")
+        .only(
+            "last_activity_at",
+            "idle_timeout_minutes",
+            "busy_until",
+            "preview__state",
+            "preview__started_at",
         )
-    finally:
-        connection_give_back()
+        .first()
+    )
 
 
 def _inputs_of(session: ChatSession) -> dict:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat.models import ApiToken
-from kosuke.database import connection_give_back
+from kosuke.database import database_call
 from kosuke.memo import TimedMemo
 
 TOKEN_PREFIX = "ksk_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
@@ -51,22 +50,13 @@ async def api_token_user_async(raw_token: str) -> AbstractBaseUser | None:
     known = _known_tokens.get(key_hash)
     if known is not None:
         return known
-    owner = await sync_to_async(_token_owner_given_back)(key_hash)
+    owner = await database_call(_token_owner, key_hash)
     return _remember(key_hash, owner)
 
 
 def _token_owner(key_hash: str) -> AbstractBaseUser | None:
     token = ApiToken.objects.select_related("user").filter(key_hash=key_hash).first()
     return token.user if token and token.user.is_active else None
-
-
-def _token_owner_given_back(key_hash: str) -> AbstractBaseUser | None:
-    # Its connection goes straight back to the pool (a broken one is dropped): served
-    # beside Django (chat.fast_path), no end of request would give it back.
-    try:
-        return _token_owner(key_hash)
-    finally:
-        connection_give_back()
 
 
 def _remember(key_hash: str, user: AbstractBaseUser | None) -> AbstractBaseUser | None:

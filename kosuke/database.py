@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 
@@ -13,3 +17,20 @@ def connection_give_back() -> None:
     pool: opens one). Not inside a transaction."""
     if not connection.in_atomic_block:
         connection.close()
+
+
+async def database_call(
+    function: Callable[..., Any], *args: Any, thread_sensitive: bool = True, **kwargs: Any
+) -> Any:
+    """`function(*args, **kwargs)` in a thread, for code served beside Django (kosuke.asgi):
+    its connection goes straight back to the pool after (a broken one is dropped), as no
+    end of request would give it back. `thread_sensitive=False` runs it on the event
+    loop's executor, for calls that must not queue behind one another."""
+
+    def call() -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection_give_back()
+
+    return await sync_to_async(call, thread_sensitive=thread_sensitive)()

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from celery.bin.base import CLIContext
 from celery.bin.worker import worker as worker_command
 
 from kosuke.celery import app, runs_on_threads
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procfile import procfile_command
 
 
 def _procfile_worker_options(name: str) -> dict:
     """What `celery -A kosuke worker ...` of the Procfile's process `name` passes on."""
-    line = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith(name)
-    )
-    arguments = line.split(": ", 1)[1].replace("$STOPS_CONCURRENCY", "8").split()[4:]
+    arguments = procfile_command(name, STOPS_CONCURRENCY="8").split()[4:]
     context = CLIContext(app=app, no_color=True, workdir=None, quiet=True)
     return worker_command.make_context("worker", arguments, obj=context).params
 

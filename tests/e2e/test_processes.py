@@ -26,6 +26,7 @@ from previews.models import Preview, PreviewState
 from tests.builders import database_url_for_processes, session_with_running_preview
 from tests.polling import wait_for
 from tests.preview_image import IGNORE_SIGTERM, preview_image_build
+from tests.procfile import procfile_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = [sys.executable, "-m", "celery", "-A", "kosuke"]
@@ -234,13 +235,7 @@ def test_a_worker_killed_mid_stop_loses_nothing(processes, alice, previews_on_do
 
 def _procfile_celery_args(name: str, **variables: str) -> list[str]:
     """The arguments after `celery -A kosuke` of the Procfile's process `name`."""
-    line = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith(name)
-    )
-    command = line.split(": ", 1)[1]
-    for variable, value in variables.items():
-        command = command.replace(f"${variable}", value)
-    return command.split()[3:]
+    return procfile_command(name, **variables).split()[3:]
 
 
 def test_the_stops_worker_stops_many_previews_at_once_on_few_connections(
