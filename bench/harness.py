@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,15 +74,19 @@ def previews_open(count: int) -> None:
         list(pool.map(open_one, sessions))
 
 
-def procfile_start(name: str, logs: Path, *, as_name: str = "", **env: str) -> subprocess.Popen:
+def procfile_start(
+    name: str, logs: Path, *, as_name: str = "", queues: str = "", **env: str
+) -> subprocess.Popen:
     """The Procfile's process `name`, as ./scripts/run starts it (`env`: settings of its
     own, also filling the command's $VARIABLES); `as_name` renames a worker (-n) and its
-    log, for several of one kind."""
+    log, for several of one kind; `queues` gives a worker other queues to serve (-Q)."""
     from tests.procfile import procfile_command
 
     command = procfile_command(name)
     if as_name:
-        command = command.replace(f"{name}@%h", f"{as_name}@%h")
+        command = re.sub(r"-n \S+", f"-n {as_name}@%h", command)
+    if queues:
+        command = re.sub(r"-Q \S+", f"-Q {queues}", command)
     return subprocess.Popen(  # noqa: S603 - the Procfile's own command
         ["bash", "-c", f"exec {command}"],  # noqa: S607
         cwd=ROOT,
@@ -122,8 +127,8 @@ def web_start(port: int, *, workers: int = 1, **env: str) -> subprocess.Popen:
 
 
 def fake_engine_use():
-    """A fake Docker engine (fake_engine.py) on a socket of its own, where this process's
-    previews now go (after django_ready)."""
+    """A fake Docker engine (fake_engine.py) on a socket of its own: the engine `local`,
+    where this process's previews now go (after django_ready)."""
     from django.conf import settings
     from fake_engine import FakeEngine
 
@@ -135,8 +140,9 @@ def fake_engine_use():
     return fake
 
 
-def live_previews_add(fake, owner_pk: int, start: int, end: int) -> None:
-    """Live sessions `start`..`end` with running previews on the fake engine."""
+def live_previews_add(fake, owner_pk: int, start: int, end: int, engine: str = "local") -> None:
+    """Live sessions `start`..`end` with running previews on the fake engine, which is the
+    engine named `engine`."""
     from django.db import connection
 
     from previews.engine import preview_labels
@@ -155,7 +161,7 @@ def live_previews_add(fake, owner_pk: int, start: int, end: int) -> None:
                 %s, '', '', '', '', 'opened' FROM s
             RETURNING session_id
             """,
-            [owner_pk, start + 1, end, fake.url],
+            [owner_pk, start + 1, end, engine],
         )
         pks = [row[0] for row in cursor.fetchall()]
     for pk in pks:
@@ -177,7 +183,7 @@ def history_add(owner_pk: int, count: int) -> None:
                 FROM generate_series(1, %s) AS n RETURNING id)
             INSERT INTO previews_preview (session_id, state, state_changed_at, engine,
                 last_stop_reason, last_stop_detail, last_error, claim_token, start_detail)
-            SELECT id, 'stopped', now(), 'unix:///gone', 'inactive', '', '', '', '' FROM s
+            SELECT id, 'stopped', now(), '', 'inactive', '', '', '', '' FROM s
             """,
             [owner_pk, count],
         )

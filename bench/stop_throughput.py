@@ -104,7 +104,7 @@ def main() -> None:
         app,
         pool="threads",
         concurrency=args.concurrency,
-        queues=["sweeps", "stops", "previews"],
+        queues=["sweeps", "engine.local"],
         perform_ping_check=False,
         shutdown_timeout=60,
     ):

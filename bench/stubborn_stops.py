@@ -1,7 +1,7 @@
 """Idle previews whose containers ignore SIGTERM, stopped by the run command's own workers.
 
 Every such stop takes the whole stop timeout, so how many run at once decides how long
-a sweep's stops take. This starts the `worker` and `stops` processes exactly as the
+a sweep's stops take. This starts the `worker` and `engine` processes exactly as the
 Procfile (./scripts/run) starts them, with its default settings, opens N previews on the
 real Docker engine, makes them idle, sends the sweep beat would send, and prints the
 seconds from the sweep's start until the database says every preview is stopped (and
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import django_ready, previews_open, procfile_start
 
-WORKERS = ("worker", "stops")  # the Procfile's processes that serve the sweep and the stops
+WORKERS = ("worker", "engine")  # the Procfile's processes that serve the sweep and the engine
 
 
 def main() -> None:
@@ -56,8 +56,8 @@ def main() -> None:
     ChatSession.objects.update(last_activity_at=timezone.now() - timedelta(hours=2))
 
     logs = Path(tempfile.mkdtemp(prefix="kosuke-bench-"))
-    threads = str(settings.STOPS_CONCURRENCY)
-    processes = [procfile_start(name, logs, STOPS_CONCURRENCY=threads) for name in WORKERS]
+    variables = {"ENGINE_CONCURRENCY": str(settings.ENGINE_CONCURRENCY), "KOSUKE_ENGINE": "local"}
+    processes = [procfile_start(name, logs, **variables) for name in WORKERS]
     peak = [0]
     done = threading.Event()
 
@@ -96,8 +96,8 @@ def main() -> None:
 
     print(
         f"{args.previews} idle previews on {docker.url}, containers ignore SIGTERM, stop "
-        f"timeout {args.stop_timeout} s; the Procfile's worker and stops processes "
-        f"(STOPS_CONCURRENCY={settings.STOPS_CONCURRENCY}, "
+        f"timeout {args.stop_timeout} s; the Procfile's worker and engine processes "
+        f"(ENGINE_CONCURRENCY={settings.ENGINE_CONCURRENCY}, "
         f"DATABASE_POOL_MAX_SIZE={settings.DATABASE_POOL_MAX_SIZE}); logs in {logs}"
     )
     print(f"stops handed out by the sweep:           {run.decisions.count()}")

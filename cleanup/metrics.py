@@ -1,6 +1,7 @@
 """Counters of what the cleanup did, kept in Redis so that every process (web, workers,
 beat) adds to the same numbers and `/metrics` on any web process reports them: stop
-outcomes by reason, sweeps and their duration, sweeps skipped because another ran.
+outcomes by reason, sweeps and their duration, sweeps skipped because another ran,
+previews whose containers were created or started again, by engine.
 
 Counters only go up; losing Redis resets them, which Prometheus' rate() takes as a
 counter reset. The gauges (previews now, pending stops, paused) are not here: they are
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 STOPS_KEY = "cleanup:metrics:stops"  # "<outcome>|<reason>" -> count
 SWEEPS_KEY = "cleanup:metrics:sweeps"  # seconds, le:<bucket> -> count, skipped
 SKIPPED_HOURLY_KEY = "cleanup:metrics:skipped-hourly"  # hour (epoch) -> count
+PREVIEW_STARTS_KEY = "cleanup:metrics:preview-starts"  # "<created|started>|<engine>" -> count
 # Sweep duration buckets in seconds: a sweep of thousands of previews takes about 1 s.
 SWEEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 SKIPPED_HOURS_KEPT = 31 * 24
@@ -78,6 +80,17 @@ def metrics_sweep_skipped(now: datetime | None = None) -> None:
     _quietly("a skipped sweep", write)
 
 
+def metrics_preview_started(engine: str, *, created: bool) -> None:
+    """A preview's containers were created, or its stopped ones started again, on `engine`."""
+    field = f"{'created' if created else 'started'}|{engine}"
+    _quietly("a preview start", lambda client: client.hincrby(PREVIEW_STARTS_KEY, field, 1))
+
+
+def preview_start_counts() -> dict[tuple[str, str], int]:
+    """{(created or started, engine): count} since Redis last lost its data."""
+    return _counts_by_pair(PREVIEW_STARTS_KEY)
+
+
 def sweeps_skipped_since(since: datetime) -> int:
     """Sweeps skipped (another was running) from the hour of `since` on."""
     first_hour = int(since.timestamp()) // 3600 * 3600
@@ -90,10 +103,15 @@ def sweeps_skipped_since(since: datetime) -> int:
 
 def stop_counts() -> dict[tuple[str, str], int]:
     """{(outcome, reason): count} since Redis last lost its data."""
+    return _counts_by_pair(STOPS_KEY)
+
+
+def _counts_by_pair(key: str) -> dict[tuple[str, str], int]:
+    """A hash of counts whose fields are "<first>|<second>", by (first, second)."""
     counts = {}
-    for field, n in redis_client().hgetall(STOPS_KEY).items():
-        outcome, _, reason = field.partition("|")
-        counts[outcome, reason] = int(n)
+    for field, n in redis_client().hgetall(key).items():
+        first, _, second = field.partition("|")
+        counts[first, second] = int(n)
     return counts
 
 

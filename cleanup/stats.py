@@ -32,6 +32,7 @@ from cleanup.metrics import sweeps_skipped_since
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.rollups import LATE_BUCKET_EDGES, decision_groups, decisions_per_hour
 from kosuke.health import engine_report_fresh, engine_reports
+from previews.engines import engines
 from previews.models import Preview, PreviewState, StopReason
 
 logger = logging.getLogger(__name__)
@@ -132,29 +133,35 @@ def _running_previews(now: datetime) -> dict:
 
 
 def _engines(running_by_engine: Counter[str]) -> list[dict]:
-    """Each engine the workers report on or a preview runs on: reachable, containers it
-    runs (as last listed) and previews the database says run there."""
+    """Each engine configured, reported on or named by a running preview: reachable (a
+    worker of it answered lately), containers it runs (as last listed), previews the
+    database says run there and how many it may run (None: not in PREVIEW_ENGINES)."""
     try:
         reports = engine_reports()
     except redis.RedisError as exc:
         logger.warning("statistics: engine reports unavailable: %s", exc)
         reports = {}
-    engines = []
-    for url in sorted(set(reports) | set(running_by_engine)):
-        report = reports.get(url, {})
+    configured = engines()
+    named = (set(reports) | set(running_by_engine)) - {""}
+    engines_seen = [*configured, *sorted(named - set(configured))]
+    rows = []
+    for name in engines_seen:
+        report = reports.get(name, {})
         at = report.get("at")
         fresh = engine_report_fresh(report)
-        engines.append(
+        config = configured.get(name)
+        rows.append(
             {
-                "engine": url,
+                "engine": name,
                 "reachable": bool(fresh and report.get("ok")),
                 "error": report.get("error") or ("" if fresh else "no fresh report"),
                 "reported_at": datetime.fromtimestamp(at, tz=UTC) if at else None,
                 "containers_running": report.get("running"),
-                "previews_running": running_by_engine.get(url, 0),
+                "previews_running": running_by_engine.get(name, 0),
+                "capacity": config.capacity if config else None,
             }
         )
-    return engines
+    return rows
 
 
 def _sweep_brief(run: CleanupRun | None) -> dict | None:
@@ -312,7 +319,8 @@ def stats_in_words(stats: dict) -> list[str]:
         state = "reachable" if engine["reachable"] else f"UNREACHABLE ({engine['error']})"
         lines.append(
             f"engine {engine['engine']}: {state}, {engine['containers_running']} container(s) "
-            f"and {engine['previews_running']} preview(s) running, "
+            f"and {engine['previews_running']} preview(s) running of "
+            f"{engine['capacity'] if engine['capacity'] is not None else 'no'} capacity, "
             f"reported {_when(engine['reported_at'])}"
         )
     rate = stops["failure_rate"]

@@ -49,13 +49,13 @@ from cleanup.models import CleanupRun, StopDecision
 from cleanup.progress import progress_publish
 from cleanup.stops import decision_settle, decisions_settle_lost
 from kosuke.health import engine_reports_record
-from previews.engine import Container, EngineError, engine
-from previews.lifecycle import preview_containers_remove
+from previews.engine import Container, EngineError
+from previews.engines import engines
 from previews.models import Preview, PreviewState, StopReason
+from previews.reach import REMOVED, EngineReach, EnginesDirect, Removal
 from previews.reconcile import (
     EngineListing,
     engines_list,
-    orphan_remove,
     orphans_find,
     previews_past_retention,
     previews_reconcile,
@@ -121,10 +121,11 @@ def _stops_pending() -> list[StopDecision]:
     return list(pending.annotate(preview_engine=F("chat_session__preview__engine")))
 
 
-def _engines_list_and_report(engine_urls: set[str]) -> EngineListing:
-    """List each engine once (and the configured one), and tell the health reports what
-    each showed: the sweep is what keeps /readyz and the statistics current."""
-    listing = engines_list(engine_urls | {engine().url})
+def _engines_list_and_report(names: set[str], reach: EngineReach) -> EngineListing:
+    """List each engine once (every configured one, and any a preview still names), and
+    tell the health reports what each showed: the sweep is what keeps /readyz, placement
+    and the statistics current."""
+    listing = engines_list(names | set(engines()), reach)
     engine_reports_record(
         reached=listing.reached,
         unreachable=listing.unreachable,
@@ -170,8 +171,9 @@ def _stop_decisions(
 ) -> list[StopDecision]:
     """The decisions to record for the stops carried out now (or, in a dry run, not)."""
     outcome = StopDecision.Outcome.DRY_RUN if run.dry_run else StopDecision.Outcome.PENDING
-    return [
-        StopDecision(
+    decisions = []
+    for preview, decision, running in to_stop:
+        stop = StopDecision(
             run=run,
             chat_session=preview.session,
             project_id=preview.session.project_id,
@@ -186,12 +188,13 @@ def _stop_decisions(
             outcome_detail="dry run: nothing stopped" if run.dry_run else "",
             settled_at=now if run.dry_run else None,
         )
-        for preview, decision, running in to_stop
-    ]
+        stop.preview_engine = preview.engine  # as _stops_pending reads it: where it goes
+        decisions.append(stop)
+    return decisions
 
 
 def _removals(
-    run: CleanupRun, listing: EngineListing, live: set[int], now: datetime
+    run: CleanupRun, listing: EngineListing, live: set[int], now: datetime, reach: EngineReach
 ) -> list[StopDecision]:
     """Remove the containers no session owns (orphans) and those of previews stopped for
     longer than the retention, at most CLEANUP_REMOVALS_PER_SWEEP (orphans first, then
@@ -203,58 +206,52 @@ def _removals(
     )
     orphans = oldest_first[:room]
     retired = previews_past_retention(listing, live=live, now=now)[: room - len(orphans)]
-    decisions = []
+    decisions, removals = [], []
     for container in orphans:
-        decision = StopDecision(
-            run=run,
-            project_id=container.project_id[:64],
-            session_id=container.session_id[:64],
-            stop_reason=StopReason.ORPHAN,
-            reason=f"container {container.name} belongs to no session",
-            containers=[{"id": container.id, "kept": False}],
-        )
-        decisions.append(_removal(run, decision, lambda c=container: orphan_remove(c), now))
-    for preview, containers in retired:
-        stopped_for = (now - preview.stopped_at).total_seconds() / 3600
-        decision = StopDecision(
-            run=run,
-            chat_session=preview.session,
-            project_id=preview.session.project_id,
-            session_id=preview.session.session_id,
-            stop_reason=StopReason.RETENTION,
-            reason=(
-                f"stopped {stopped_for:.0f} h ago, longer than the retention "
-                f"({settings.PREVIEW_RETENTION_HOURS} h)"
-            ),
-            containers=[{"id": container.id, "kept": False} for container in containers],
-        )
-        ids = [container.id for container in containers]
         decisions.append(
-            _removal(
-                run,
-                decision,
-                lambda p=preview, i=ids: preview_containers_remove(p, i, now=now),
-                now,
+            StopDecision(
+                run=run,
+                project_id=container.project_id[:64],
+                session_id=container.session_id[:64],
+                stop_reason=StopReason.ORPHAN,
+                reason=f"container {container.name} on {container.engine} belongs to no session",
+                containers=[{"id": container.id, "kept": False}],
             )
         )
+        removals.append(Removal(container.engine, [container.id]))
+    for preview, containers in retired:
+        stopped_for = (now - preview.stopped_at).total_seconds() / 3600
+        decisions.append(
+            StopDecision(
+                run=run,
+                chat_session=preview.session,
+                project_id=preview.session.project_id,
+                session_id=preview.session.session_id,
+                stop_reason=StopReason.RETENTION,
+                reason=(
+                    f"stopped {stopped_for:.0f} h ago, longer than the retention "
+                    f"({settings.PREVIEW_RETENTION_HOURS} h)"
+                ),
+                containers=[{"id": container.id, "kept": False} for container in containers],
+            )
+        )
+        ids = [container.id for container in containers]
+        removals.append(Removal(preview.engine, ids, preview.pk, preview.state_changed_at))
+    outcomes = [] if run.dry_run else reach.remove(removals)
+    for index, decision in enumerate(decisions):
+        outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
+        if not run.dry_run:
+            detail = outcomes[index]
+            if isinstance(detail, EngineError):
+                outcome, detail = StopDecision.Outcome.FAILED, str(detail)
+            elif detail == REMOVED:
+                outcome = StopDecision.Outcome.STOPPED
+            else:
+                outcome = StopDecision.Outcome.SKIPPED
+        decision.level = ActivityLevel.DISCONNECTED
+        decision.decided_at = decision.settled_at = now
+        decision.outcome, decision.outcome_detail = outcome, detail
     return decisions
-
-
-def _removal(run: CleanupRun, decision: StopDecision, remove, now: datetime) -> StopDecision:
-    """Carry out one removal (`remove()` returns False when the preview changed first) and
-    settle its decision."""
-    outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
-    if not run.dry_run:
-        try:
-            removed = remove() is not False
-            outcome = StopDecision.Outcome.STOPPED if removed else StopDecision.Outcome.SKIPPED
-            detail = "removed" if removed else "reopened meanwhile: kept"
-        except EngineError as exc:
-            outcome, detail = StopDecision.Outcome.FAILED, str(exc)
-    decision.level = ActivityLevel.DISCONNECTED
-    decision.decided_at = decision.settled_at = now
-    decision.outcome, decision.outcome_detail = outcome, detail
-    return decision
 
 
 def sweep(
@@ -267,13 +264,19 @@ def sweep(
     session_pks: set[int] | None = None,
     now: datetime | None = None,
     concurrency: int = 1,
+    reach: EngineReach | None = None,
 ) -> CleanupRun | None:
     """Sweep now as a new run; see `run_sweep`."""
     run = CleanupRun.new(
         trigger=trigger, threshold_minutes=threshold_minutes, batch_size=batch_size, dry_run=dry_run
     )
     return run_sweep(
-        run, dispatch=dispatch, session_pks=session_pks, now=now, concurrency=concurrency
+        run,
+        dispatch=dispatch,
+        session_pks=session_pks,
+        now=now,
+        concurrency=concurrency,
+        reach=reach,
     )
 
 
@@ -284,9 +287,12 @@ def run_sweep(
     session_pks: set[int] | None = None,
     now: datetime | None = None,
     concurrency: int = 1,
+    reach: EngineReach | None = None,
 ) -> CleanupRun | None:
     """Decide for every live preview (or those of `session_pks`) and hand each stop to
-    `dispatch` (`concurrency` at a time; the lock is held until every one returned).
+    `dispatch` (`concurrency` at a time; the lock is held until every one returned). The
+    engines are listed, and containers removed, through `reach` (default: this process
+    calls them itself).
 
     `run` is new, or one an operator asked for (saved, waiting for a worker). Returns the
     recorded run, or None when another sweep holds the lock.
@@ -311,11 +317,12 @@ def run_sweep(
                 logger.warning("sweep: run %s was closed before it could start", run.pk)
                 return run
         run.started_at = now
-        if _paused_or_cancelled(run, now):
+        reach = reach or EnginesDirect()
+        if _paused_or_cancelled(run, now, reach):
             return CleanupRun.objects.get(pk=run.pk)
         _save(run, "started_at")
         policy = Policy.from_settings(threshold_minutes=run.threshold_minutes)
-        new, again, kept = _sweep(run, policy, session_pks, held.lost)
+        new, again, kept = _sweep(run, policy, session_pks, held.lost, reach)
         _hand_out(run, new, again, dispatch, concurrency)
     swept = CleanupRun.objects.get(pk=run.pk)
     swept.kept = [(str(preview.session), decision) for preview, decision in kept]
@@ -342,7 +349,7 @@ def _save(run: CleanupRun, *fields: str) -> None:
         run.save(update_fields=fields)
 
 
-def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
+def _paused_or_cancelled(run: CleanupRun, now: datetime, reach: EngineReach) -> bool:
     """Record and end a run that must stop nothing: a scheduled sweep while cleanup is
     paused, or a run cancelled before it started. An explicit run while paused goes ahead,
     and says so."""
@@ -355,7 +362,8 @@ def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
         live_engines = Preview.objects.exclude(state=PreviewState.STOPPED).values_list(
             "engine", flat=True
         )
-        run.engine_list_calls = _engines_list_and_report(set(live_engines.distinct())).list_calls
+        listing = _engines_list_and_report(set(live_engines.distinct()), reach)
+        run.engine_list_calls = listing.list_calls
     else:
         if pause is not None:
             run.note = f"cleanup is {pause.describe()}; this {run.trigger} run went ahead"
@@ -368,7 +376,11 @@ def _paused_or_cancelled(run: CleanupRun, now: datetime) -> bool:
 
 
 def _sweep(
-    run: CleanupRun, policy: Policy, session_pks: set[int] | None, lock_lost: threading.Event
+    run: CleanupRun,
+    policy: Policy,
+    session_pks: set[int] | None,
+    lock_lost: threading.Event,
+    reach: EngineReach,
 ) -> tuple[list[StopDecision], list[tuple[StopDecision, bool]], list[tuple[Preview, Decision]]]:
     """Steps 1-8 but the handing out; returns the new pending decisions, the older ones
     to hand out again, and the previews kept running with the decision to keep them."""
@@ -380,7 +392,7 @@ def _sweep(
     pending = _stops_pending()
     previews = _previews(live=True, session_pks=session_pks)
     listed_at = timezone.now()
-    listing = _engines_list_and_report({preview.engine for preview in previews})
+    listing = _engines_list_and_report({preview.engine for preview in previews}, reach)
     elsewhere = sessions_running_elsewhere(listing, known={p.session_id for p in previews})
     if session_pks is not None:
         elsewhere &= session_pks
@@ -396,7 +408,8 @@ def _sweep(
     due_now = _stops_due(verdicts.to_stop, pending, run.batch_size)
     decisions = _stop_decisions(run, due_now, now)
     if session_pks is None:
-        decisions += _removals(run, listing, {preview.session_id for preview in previews}, now)
+        live = {preview.session_id for preview in previews}
+        decisions += _removals(run, listing, live, now, reach)
     if lock_lost.is_set():  # another sweep may be deciding now: leave it to that one
         raise RuntimeError("the sweep lost its lock before recording its decisions")
     StopDecision.objects.bulk_create(decisions)

@@ -20,7 +20,11 @@ from cleanup.history import history_prune
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.stops import decision_execute, decision_settle, stop_inline
 from cleanup.sweep import SWEEP_TIME_LIMIT, run_sweep
+from kosuke.celery import engines_served_here
 from previews.engine import EngineError, PermanentEngineError
+from previews.engines import default_engine_name
+from previews.models import Preview
+from previews.reach import EnginesThroughWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +59,22 @@ def stop_enqueue(decision: StopDecision, *, take_over: bool = False) -> None:
             "decision_id": decision.pk,
             "session": f"{decision.project_id}/{decision.session_id}",
             "take_over": take_over,
+            "engine": _engine_of(decision),
         }
     )
     # Published: a mark that cannot be written now is a missing one, which is safe (the
     # next sweep hands the stop out again; a second copy does nothing).
     with contextlib.suppress(redis.RedisError):
         handout_mark(decision.pk, QUEUED, unless_marked=True)
+
+
+def _engine_of(decision: StopDecision) -> str:
+    """The engine whose workers carry the stop out: its preview's (as the sweep read it)."""
+    engine = getattr(decision, "preview_engine", None)
+    if engine is None:
+        previews = Preview.objects.filter(session_id=decision.chat_session_id)
+        engine = previews.values_list("engine", flat=True).first()
+    return engine or default_engine_name()
 
 
 @shared_task(
@@ -95,6 +109,7 @@ def sweep_task(
         run,
         dispatch=stop_enqueue,
         session_pks=set(session_pks) if session_pks is not None else None,
+        reach=EnginesThroughWorkers(served_here=engines_served_here()),
     )
     if swept is not None:
         return swept.summary()
@@ -138,8 +153,11 @@ def run_start(run: CleanupRun, session_pks: list[int] | None) -> None:
     soft_time_limit=settings.STOP_TASK_SOFT_TIME_LIMIT_SECONDS,
     time_limit=settings.STOP_TASK_TIME_LIMIT_SECONDS,
 )
-def stop_preview(self: Task, decision_id: int, session: str = "", take_over: bool = False) -> str:
-    """Stop one preview as decided; `session` only labels the task for people and Sentry.
+def stop_preview(
+    self: Task, decision_id: int, session: str = "", take_over: bool = False, engine: str = ""
+) -> str:
+    """Stop one preview as decided, on the workers of its `engine` (which only routes it);
+    `session` only labels the task for people and Sentry.
 
     A redelivery (its worker died) or a retry may take over the claim its earlier run left.
     """

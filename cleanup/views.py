@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from cleanup.metrics import stop_counts, sweep_counts
+from cleanup.metrics import preview_start_counts, stop_counts, sweep_counts
 from cleanup.stats import stats_now
 from kosuke.bearer import bearer_matches
 
@@ -80,6 +80,18 @@ class CleanupCollector:
             ["engine"],
             {e["engine"]: e["containers_running"] or 0 for e in engines},
         )
+        yield _gauge(
+            "kosuke_engine_previews_running",
+            "Previews not stopped on the engine, as the database says.",
+            ["engine"],
+            {e["engine"]: e["previews_running"] for e in engines},
+        )
+        yield _gauge(
+            "kosuke_engine_capacity",
+            "Previews the engine runs at most (PREVIEW_ENGINES); new ones go where most is free.",
+            ["engine"],
+            {e["engine"]: e["capacity"] for e in engines if e["capacity"] is not None},
+        )
         last = now["last_sweep"]
         if last:
             yield GaugeMetricFamily(
@@ -91,7 +103,7 @@ class CleanupCollector:
 
     def _counters(self) -> Iterator[Metric]:
         try:
-            stop_numbers, sweeps = stop_counts(), sweep_counts()
+            stop_numbers, sweeps, starts = stop_counts(), sweep_counts(), preview_start_counts()
         except redis.RedisError as exc:  # the gauges from the database still go out
             logger.warning("metrics: counters unavailable: %s", exc)
             return
@@ -114,6 +126,14 @@ class CleanupCollector:
             "Sweeps that did nothing because another sweep was running.",
             value=sweeps["skipped"],
         )
+        started = CounterMetricFamily(
+            "kosuke_preview_starts",
+            "Previews opened: containers created, or stopped ones started again, by engine.",
+            labels=["kind", "engine"],
+        )
+        for (kind, engine), n in sorted(starts.items()):
+            started.add_metric([kind, engine], n)
+        yield started
 
 
 registry = CollectorRegistry(auto_describe=False)

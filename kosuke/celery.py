@@ -1,7 +1,9 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in the apps.
 
-Run: celery -A kosuke worker (every queue; -Q sweeps,stops,previews splits them) |
-     celery -A kosuke worker -Q stops -P threads -c $STOPS_CONCURRENCY (the stops) |
+Run: celery -A kosuke worker -Q sweeps (the sweeps) |
+     celery -A kosuke worker -Q engine.<name> -P threads -c $ENGINE_CONCURRENCY (all the
+       work on engine <name>, next to it) |
+     celery -A kosuke worker (every queue, for a single machine) |
      celery -A kosuke beat
      celery -A kosuke flower
 """
@@ -54,7 +56,7 @@ def _database_pool_off() -> None:
 
 @signals.celeryd_init.connect
 def _worker_init(options: dict | None = None, conf: Any = None, **_: Any) -> None:
-    # A worker of threads (the stops worker: tens of stops waiting on Docker at once)
+    # A worker of threads (an engine's worker: tens of stops waiting on Docker at once)
     # shares DATABASE_POOL_MAX_SIZE connections among them; a stop gives its connection
     # back while Docker works (previews.lifecycle).
     if not runs_on_threads(options or {}, conf):
@@ -71,11 +73,36 @@ def runs_on_threads(options: dict, conf: Any) -> bool:
     return get_implementation(pool or "prefork") is get_implementation("threads")
 
 
+def route_to_engine(
+    name: str, args: Any, kwargs: dict | None, options: dict, task: Any = None, **_: Any
+) -> dict | None:
+    """A task called with `engine=<name>` runs on that engine's workers (queue
+    `engine.<name>`): they alone reach it. Others go to their default queue."""
+    from previews.engines import engine_queue
+
+    engine = (kwargs or {}).get("engine")
+    return {"queue": engine_queue(engine)} if engine else None
+
+
+def engines_served(queue_names: Any) -> list[str]:
+    """The engines whose queues a worker consumes, from its queue names."""
+    from previews.engines import QUEUE_PREFIX
+
+    return [name[len(QUEUE_PREFIX) :] for name in queue_names if name.startswith(QUEUE_PREFIX)]
+
+
+def engines_served_here() -> list[str]:
+    """The engines whose queues this worker process consumes (-Q selects some in
+    consume_from; without it, it consumes all)."""
+    queues = app.amqp.queues
+    return engines_served(queues.consume_from or queues)
+
+
 @signals.worker_ready.connect
 def _worker_ready(**_: Any) -> None:
-    from kosuke.health import engine_report_now
+    from kosuke.health import engines_report_now
 
-    engine_report_now()
+    engines_report_now(engines_served_here())
 
 
 _in_beat = False

@@ -19,6 +19,7 @@ from pathlib import Path
 from kosuke import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+PROCFILE = BASE_DIR / "Procfile"
 STATE_DIR = Path(os.environ.get("KOSUKE_STATE_DIR", BASE_DIR / ".local")).resolve()
 
 
@@ -49,13 +50,34 @@ def _flower_credentials() -> str:
 
 def _engine_report() -> None:
     from previews.engine import EngineError, engine
+    from previews.engines import engines
 
-    try:
-        engine().ping()
-        print(f"dev: Docker engine at {engine().url} answers")
-    except EngineError as exc:
-        print(f"dev: WARNING previews need a Docker engine and none answers: {exc}")
-        print("dev: everything else runs; start an engine or set DOCKER_HOST, then restart")
+    for name, config in engines().items():
+        try:
+            engine(name).ping()
+            print(f"dev: Docker engine {name} at {config.url} answers")
+        except EngineError as exc:
+            print(f"dev: WARNING previews need a Docker engine and {name} does not answer: {exc}")
+            print(
+                "dev: everything else runs; start the engine or set DOCKER_HOST "
+                "(or PREVIEW_ENGINES), then restart"
+            )
+
+
+def _procfile(engine_names: list[str]) -> Path:
+    """The Procfile for honcho, its `engine` process once per engine: engine-<name>."""
+    lines = []
+    for line in PROCFILE.read_text().splitlines():
+        if line.startswith("engine:"):
+            command = line.split(": ", 1)[1]
+            lines += [
+                f"engine-{name}: {command.replace('$KOSUKE_ENGINE', name)}" for name in engine_names
+            ]
+        else:
+            lines.append(line)
+    procfile = STATE_DIR / "Procfile"
+    procfile.write_text("\n".join(lines) + "\n")
+    return procfile
 
 
 def main() -> int:
@@ -89,7 +111,9 @@ def main() -> int:
     django.setup()
     from django.conf import settings
 
-    os.environ.setdefault("STOPS_CONCURRENCY", str(settings.STOPS_CONCURRENCY))  # Procfile
+    from previews.engines import engines
+
+    os.environ.setdefault("ENGINE_CONCURRENCY", str(settings.ENGINE_CONCURRENCY))  # Procfile
     call_command("migrate", interactive=False, verbosity=1)
     _first_start_credentials()
     _engine_report()
@@ -100,7 +124,11 @@ def main() -> int:
         f"(basic auth {os.environ['FLOWER_BASIC_AUTH']})"
     )
 
-    honcho = subprocess.Popen(["honcho", "start", "-f", str(BASE_DIR / "Procfile")], cwd=BASE_DIR)  # noqa: S603, S607
+    procfile = _procfile(list(engines()))
+    honcho = subprocess.Popen(  # noqa: S603
+        ["honcho", "start", "-f", str(procfile), "-d", str(BASE_DIR)],  # noqa: S607
+        cwd=BASE_DIR,
+    )
     # Ctrl-C reaches every process of the terminal and honcho stops its children; a
     # SIGINT or SIGTERM to this process alone is passed to honcho (which stops once).
     # Either way this process waits for them, then stops the embedded servers.

@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from cleanup.control import pause_state
 from kosuke.redis_client import redis_client
 from previews.engine import EngineError, engine
+from previews.engines import engines
 
 
 def _database() -> None:
@@ -38,46 +39,50 @@ ENGINE_REPORTS_KEY = "kosuke:engine-reports"
 def engine_reports_record(
     *, reached: list[str], unreachable: dict[str, str], running: dict[str, int] | None = None
 ) -> None:
-    """Record what a worker saw of each engine (when it starts, and at every sweep's list
-    calls, with the preview containers `running` there): only workers reach the engines,
-    so the web process answers /readyz and the statistics from these."""
+    """Record what a worker saw of each engine, by name (when it starts, and at every
+    sweep's list calls, with the preview containers `running` there): only an engine's
+    workers reach it, so the web process answers /readyz, placement and the statistics
+    from these."""
     now = time.time()
     running = running or {}
     reports = {
-        url: {"ok": True, "error": "", "at": now, "running": running.get(url)} for url in reached
+        name: {"ok": True, "error": "", "at": now, "running": running.get(name)} for name in reached
     }
-    reports |= {url: {"ok": False, "error": error, "at": now} for url, error in unreachable.items()}
+    reports |= {
+        name: {"ok": False, "error": error, "at": now} for name, error in unreachable.items()
+    }
     if not reports:
         return
     with redis_client().pipeline() as pipe:
-        pipe.hset(ENGINE_REPORTS_KEY, mapping={url: json.dumps(r) for url, r in reports.items()})
+        pipe.hset(ENGINE_REPORTS_KEY, mapping={name: json.dumps(r) for name, r in reports.items()})
         pipe.expire(ENGINE_REPORTS_KEY, 24 * 3600)
         pipe.execute()
 
 
-def engine_report_now() -> None:
-    """Ping the engine and record the outcome (a worker, when it becomes ready)."""
-    current = engine()
-    try:
-        current.ping()
-    except EngineError as exc:
-        engine_reports_record(reached=[], unreachable={current.url: str(exc)})
-    else:
-        engine_reports_record(reached=[current.url], unreachable={})
+def engines_report_now(names: list[str]) -> None:
+    """Ping the engines `names` and record the outcome (a worker, when it becomes ready)."""
+    reached, unreachable = [], {}
+    for name in names:
+        try:
+            engine(name).ping()
+            reached.append(name)
+        except EngineError as exc:
+            unreachable[name] = str(exc)
+    engine_reports_record(reached=reached, unreachable=unreachable)
 
 
 def engine_report_max_age() -> float:
-    """How old the latest report may be: every sweep reports, and a hung engine makes the
-    sweep's list call fail after DOCKER_TIMEOUT_SECONDS. So /readyz says "down" within two
-    intervals plus that timeout of the engine going down or hanging, or of the workers or
-    beat stopping."""
+    """How old the latest report may be: every sweep reports, and a hung engine (or one
+    whose workers are all gone) makes the sweep's list call fail after
+    DOCKER_TIMEOUT_SECONDS. So /readyz says "down" within two intervals plus that timeout
+    of the engine going down or hanging, or of its workers or beat stopping."""
     return 2 * settings.CLEANUP_INTERVAL_SECONDS + settings.DOCKER_TIMEOUT_SECONDS
 
 
 def engine_reports() -> dict[str, dict]:
-    """The latest report on each engine: {url: {"ok", "error", "at", "running"}}."""
+    """The latest report on each engine: {name: {"ok", "error", "at", "running"}}."""
     reports = redis_client().hgetall(ENGINE_REPORTS_KEY)
-    return {url: json.loads(report) for url, report in reports.items()}
+    return {name: json.loads(report) for name, report in reports.items()}
 
 
 def engine_report_fresh(report: dict) -> bool:
@@ -85,14 +90,34 @@ def engine_report_fresh(report: dict) -> bool:
     return "at" in report and time.time() - report["at"] <= engine_report_max_age()
 
 
-def _docker() -> None:
-    fresh = [report for report in engine_reports().values() if engine_report_fresh(report)]
-    if not fresh:
-        max_age = engine_report_max_age()
-        raise RuntimeError(f"no worker reported on the Docker engine in {max_age:.0f} s")
-    failing = [report["error"] for report in fresh if not report["ok"]]
-    if failing:
-        raise RuntimeError("; ".join(failing))
+def engine_up(report: dict | None) -> bool:
+    """Whether a fresh report says the engine (and a worker of it) answers."""
+    return bool(report and engine_report_fresh(report) and report.get("ok"))
+
+
+def engines_state() -> dict[str, str]:
+    """Each configured engine in a word or a sentence: "up", or why it is not."""
+    reports = engine_reports()
+    states = {}
+    for name in engines():
+        report = reports.get(name)
+        if engine_up(report):
+            states[name] = "up"
+        elif report and engine_report_fresh(report):
+            states[name] = f"down: {report['error']}"
+        else:
+            max_age = engine_report_max_age()
+            states[name] = f"down: no worker reported on it in {max_age:.0f} s"
+    return states
+
+
+def _docker() -> dict:
+    """Ready while at least one engine is up (new previews go there); each engine's state
+    is listed, so an engine whose workers are all down shows."""
+    states = engines_state()
+    if "up" not in states.values():
+        raise RuntimeError("; ".join(f"engine {name} {state}" for name, state in states.items()))
+    return {"engines": states}
 
 
 BEAT_HEARTBEAT_KEY = "kosuke:beat:last-sent"
@@ -109,7 +134,12 @@ def beat_silent_for() -> float | None:
     return None if sent is None else time.time() - float(sent)
 
 
-CHECKS: dict[str, Callable[[], None]] = {"database": _database, "redis": _redis, "docker": _docker}
+# Each check raises if it fails; it may return details to show beside its result.
+CHECKS: dict[str, Callable[[], dict | None]] = {
+    "database": _database,
+    "redis": _redis,
+    "docker": _docker,
+}
 
 
 def readiness() -> tuple[bool, dict[str, dict]]:
@@ -118,8 +148,7 @@ def readiness() -> tuple[bool, dict[str, dict]]:
     for name, check in CHECKS.items():
         started = time.perf_counter()
         try:
-            check()
-            results[name] = {"ok": True}
+            results[name] = {"ok": True, **(check() or {})}
         except Exception as exc:
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)

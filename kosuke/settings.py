@@ -12,6 +12,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from previews.engines import DEFAULT_SOCKET, EngineConfigError, engines_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -138,6 +140,23 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# Previews: containers on the Docker engines of PREVIEW_ENGINES (previews.engines says how
+# to write it); without it, one engine named `local` at DOCKER_HOST (default: the local
+# socket), running at most PREVIEW_ENGINE_CAPACITY previews.
+DOCKER_HOST = env.str("DOCKER_HOST", default="")
+PREVIEW_ENGINES = env.str("PREVIEW_ENGINES", default="")
+PREVIEW_ENGINE_CAPACITY = env.int("PREVIEW_ENGINE_CAPACITY", default=200)
+try:
+    PREVIEW_ENGINE_LIST = list(
+        engines_parse(
+            PREVIEW_ENGINES,
+            default_url=DOCKER_HOST or DEFAULT_SOCKET,
+            default_capacity=PREVIEW_ENGINE_CAPACITY,
+        ).values()
+    )
+except EngineConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
 # Celery: broker and results on Redis, JSON only, task events on for Flower.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
@@ -159,16 +178,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Results in Redis live 7 days (the source's completed-job retention); the durable
 # history of runs and decisions lives in PostgreSQL (see cleanup.history).
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
-# Sweeps and stops have their own queues, so a long fan-out never delays the next sweep.
-# Declared, so that a plain `celery -A kosuke worker` consumes all three; `-Q` still
+# The sweeps have their own queue; everything that touches a Docker engine (people's
+# preview requests, stops, list calls, removals) goes to that engine's queue,
+# `engine.<name>`, served by workers started next to it (kosuke.celery.route_to_engine).
+# Declared, so that a plain `celery -A kosuke worker` consumes them all; `-Q` still
 # splits them between workers.
-CELERY_TASK_QUEUES = [Queue("sweeps"), Queue("stops"), Queue("previews")]
+CELERY_TASK_QUEUES = [Queue("sweeps"), *(Queue(config.queue) for config in PREVIEW_ENGINE_LIST)]
 CELERY_TASK_DEFAULT_QUEUE = "sweeps"
-CELERY_TASK_ROUTES = {
-    "cleanup.stop_preview": {"queue": "stops"},
-    # People wait for these (open, status, stop, ping): never behind a long fan-out.
-    "previews.*": {"queue": "previews"},
-}
+CELERY_TASK_ROUTES = ("kosuke.celery.route_to_engine",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Every task has limits; the tasks set tighter ones of their own.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
@@ -222,8 +239,6 @@ PRESENCE_PING_TIMEOUT_SECONDS = env.int("PRESENCE_PING_TIMEOUT_SECONDS", default
 # How far ahead a client may set a session's keep-alive ("busy until").
 KEEPALIVE_MAX_HOURS = env.int("KEEPALIVE_MAX_HOURS", default=24)
 
-# Previews: containers on the Docker engine at DOCKER_HOST (default: the local socket).
-DOCKER_HOST = env.str("DOCKER_HOST", default="")
 # Seconds any Docker API call may take (a stop adds PREVIEW_STOP_TIMEOUT_SECONDS).
 DOCKER_TIMEOUT_SECONDS = env.int("DOCKER_TIMEOUT_SECONDS", default=30)
 PREVIEW_IMAGE = env.str("PREVIEW_IMAGE", default="kosuke-preview:latest")
@@ -233,11 +248,11 @@ PREVIEW_MEMORY_MB = env.int("PREVIEW_MEMORY_MB", default=1024)
 PREVIEW_CPUS = env.float("PREVIEW_CPUS", default=1.0)
 # The kosuke.managed_by label: deployments sharing an engine never touch each other's previews.
 PREVIEW_MANAGED_BY = env.str("PREVIEW_MANAGED_BY", default="kosuke")
-# Threads of the stops worker (`celery -A kosuke worker -Q stops -P threads -c N`): stops
-# waiting on Docker at once, so N stops that each take the whole stop timeout take about
-# one stop timeout. They share DATABASE_POOL_MAX_SIZE connections; each process keeps up
-# to N connections to each engine.
-STOPS_CONCURRENCY = env.int("STOPS_CONCURRENCY", default=100)
+# Threads of an engine's worker (`celery -A kosuke worker -Q engine.<name> -P threads -c N`):
+# stops and requests waiting on Docker at once, so N stops that each take the whole stop
+# timeout take about one stop timeout. They share DATABASE_POOL_MAX_SIZE connections;
+# each process keeps up to N connections to its engine.
+ENGINE_CONCURRENCY = env.int("ENGINE_CONCURRENCY", default=100)
 # Hours a stopped preview keeps its containers (a reopen starts them again); after that
 # the sweep removes them with their volumes, and a reopen creates fresh ones. 0: keep.
 PREVIEW_RETENTION_HOURS = env.int("PREVIEW_RETENTION_HOURS", default=24)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import docker
 import docker.errors
 import requests
 from django.conf import settings
 
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+from previews.engines import EngineConfig, default_engine_name, engine_config
+
 # Labels every preview container carries; `kosuke.keep=true` opts out of automatic stops.
 LABEL_TYPE = "kosuke.type"
 LABEL_PROJECT = "kosuke.project_id"
@@ -28,6 +30,7 @@ LABEL_MANAGED_BY = "kosuke.managed_by"
 # The session's database id: project and session ids are unique per owner only.
 LABEL_SESSION_PK = "kosuke.session_pk"
 LABEL_KEEP = "kosuke.keep"
+LABEL_ENGINE = "kosuke.engine"
 
 
 class EngineError(Exception):
@@ -48,7 +51,7 @@ class Container:
     name: str
     state: str  # Docker's: created, running, paused, restarting, exited, dead
     labels: dict[str, str]
-    engine_url: str
+    engine: str  # the engine's name
     created_at: datetime | None = None  # None: the engine did not say
 
     @property
@@ -77,6 +80,16 @@ class Container:
         label = self.labels.get(LABEL_SESSION_PK, "")
         return int(label) if label.isdigit() else None
 
+    def as_json(self) -> dict[str, Any]:
+        """The container as a task's reply carries it (see `from_json`)."""
+        created_at = self.created_at.isoformat() if self.created_at else None
+        return {**asdict(self), "created_at": created_at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Container:
+        created_at = data.get("created_at")
+        return cls(**{**data, "created_at": created_at and datetime.fromisoformat(created_at)})
+
 
 def deployment_labels() -> dict[str, str]:
     """The labels of every preview container of this deployment."""
@@ -94,14 +107,15 @@ def preview_labels(*, session_pk: int, project_id: str, session_id: str) -> dict
 
 
 class Engine:
-    """One Docker engine, addressed by its URL (DOCKER_HOST or the default socket)."""
+    """One Docker engine of PREVIEW_ENGINES (previews.engines)."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.name, self.url = config.name, config.url
         self._client: docker.DockerClient | None = None
 
     def __repr__(self) -> str:
-        return f"Engine({self.url!r})"
+        return f"Engine({self.name!r}, {self.url!r})"
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -112,12 +126,14 @@ class Engine:
             permanent = exc.is_client_error() and exc.status_code not in (408, 429)
             error = PermanentEngineError if permanent else EngineError
             raise error(
-                f"Docker engine at {self.url} refused to {action}: {exc.explanation or exc}"
+                f"Docker engine {self.name} ({self.url}) refused to {action}: "
+                f"{exc.explanation or exc}"
             ) from exc
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             self._client = None  # reconnect next time
             raise EngineError(
-                f"Docker engine unreachable at {self.url} (set DOCKER_HOST): {exc}"
+                f"Docker engine {self.name} unreachable at {self.url} "
+                f"(PREVIEW_ENGINES or DOCKER_HOST): {exc}"
             ) from exc
 
     @property
@@ -127,8 +143,8 @@ class Engine:
                 self._client = docker.DockerClient(
                     base_url=self.url,
                     timeout=settings.DOCKER_TIMEOUT_SECONDS,
-                    # The stops worker's threads call at once: a connection each, kept.
-                    max_pool_size=settings.STOPS_CONCURRENCY,
+                    # The engine worker's threads call at once: a connection each, kept.
+                    max_pool_size=settings.ENGINE_CONCURRENCY,
                 )
         return self._client
 
@@ -148,7 +164,7 @@ class Engine:
                 name=summary["Names"][0].lstrip("/") if summary.get("Names") else "",
                 state=summary["State"],
                 labels=summary.get("Labels") or {},
-                engine_url=self.url,
+                engine=self.name,
                 created_at=(
                     datetime.fromtimestamp(summary["Created"], UTC)
                     if summary.get("Created")
@@ -169,12 +185,13 @@ class Engine:
                 container = self.client.api.create_container(
                     image=settings.PREVIEW_IMAGE,
                     name=name,
-                    labels=labels,
+                    labels={**dict(self.config.labels), **labels, LABEL_ENGINE: self.name},
                     environment=environment,
                     host_config=self.client.api.create_host_config(
                         init=True,  # PID 1 forwards SIGTERM, so stops are quick
                         mem_limit=f"{settings.PREVIEW_MEMORY_MB}m",
                         nano_cpus=int(settings.PREVIEW_CPUS * 1e9),
+                        network_mode=self.config.network or None,
                     ),
                 )
                 return container["Id"]
@@ -184,7 +201,7 @@ class Engine:
             existing = self.client.api.inspect_container(name)
         if not labels.items() <= (existing["Config"].get("Labels") or {}).items():
             raise PermanentEngineError(
-                f"container name {name} on {self.url} is taken by another container"
+                f"container name {name} on engine {self.name} is taken by another container"
             )
         return existing["Id"]
 
@@ -214,12 +231,16 @@ class Engine:
                 return
 
 
-def engine(url: str | None = None) -> Engine:
-    """The engine at `url`, default DOCKER_HOST or the local socket."""
-    return engine_at(url or settings.DOCKER_HOST or DEFAULT_SOCKET)
+def engine(name: str | None = None) -> Engine:
+    """The engine named `name` (default: the first configured). EngineError if
+    PREVIEW_ENGINES names no such engine (it was taken out: its previews wait for it)."""
+    config = engine_config(name or default_engine_name())
+    if config is None:
+        raise EngineError(f"Docker engine {name} is not in PREVIEW_ENGINES")
+    return engine_at(config)
 
 
 @functools.cache
-def engine_at(url: str) -> Engine:
+def engine_at(config: EngineConfig) -> Engine:
     """One client per engine and process (`engine_at.cache_clear()` forgets them)."""
-    return Engine(url)
+    return Engine(config)

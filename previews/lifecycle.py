@@ -237,8 +237,9 @@ def preview_containers_remove(preview: Preview, container_ids: list[str], *, now
     """Remove the containers of a preview stopped long ago (retention), with their volumes.
 
     Claimed first (STOPPED -> STOPPING, as read): an open meanwhile is refused (409) rather
-    than starting a container being removed; STOPPED again after, its stop unchanged.
-    False if it changed first (reopened). EngineError if a removal failed.
+    than starting a container being removed; STOPPED again after, its stop unchanged, and
+    held by no engine (its next open is placed afresh). False if it changed first
+    (reopened). EngineError if a removal failed.
     """
     token = f"{StopReason.RETENTION}:{now.timestamp()}"
     if not preview.transition(
@@ -250,9 +251,11 @@ def preview_containers_remove(preview: Preview, container_ids: list[str], *, now
     ):
         return False
     connection_give_back()  # as a stop does, while Docker works
+    removed = False
     try:
         for container_id in container_ids:
             engine(preview.engine).remove(container_id)
+        removed = True
     finally:
         preview.transition(
             from_states=[PreviewState.STOPPING],
@@ -260,6 +263,7 @@ def preview_containers_remove(preview: Preview, container_ids: list[str], *, now
             now=now,
             guard=Q(claim_token=token),
             claim_token="",
+            engine="" if removed else preview.engine,
         )
     return True
 

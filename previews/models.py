@@ -60,8 +60,9 @@ class Preview(models.Model):
         max_length=16, choices=PreviewState.choices, default=PreviewState.STOPPED
     )
     state_changed_at = models.DateTimeField(default=timezone.now)
-    # The Docker engine URL the containers live on.
-    engine = models.CharField(max_length=255)
+    # The name of the engine (PREVIEW_ENGINES) holding its containers; "" when none does
+    # (never opened, or removed after the retention): its next open is placed afresh.
+    engine = models.CharField(max_length=255, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # How the current (or last) run began: opened, or found running, started outside.
     start_detail = models.CharField(max_length=255, blank=True)

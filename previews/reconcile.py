@@ -22,8 +22,10 @@ from django.utils import timezone
 
 from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatSession
-from previews.engine import Container, EngineError, deployment_labels, engine
+from previews.engine import Container, EngineError
+from previews.engines import engines
 from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
+from previews.reach import EngineReach
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,9 @@ _CHUNK = 5000
 class EngineListing:
     """The preview containers of this deployment on each engine, from one list call each."""
 
-    # By (engine url, session pk); the pk is None where the label is unreadable.
+    # By (engine name, session pk); the pk is None where the label is unreadable.
     containers: dict[tuple[str, int | None], list[Container]] = field(default_factory=dict)
-    unreachable: dict[str, str] = field(default_factory=dict)  # engine url -> error
+    unreachable: dict[str, str] = field(default_factory=dict)  # engine name -> error
     reached: list[str] = field(default_factory=list)
 
     @property
@@ -51,8 +53,8 @@ class EngineListing:
     def running_by_engine(self) -> dict[str, int]:
         """Running preview containers on each engine reached."""
         running = dict.fromkeys(self.reached, 0)
-        for (url, _), containers in self.containers.items():
-            running[url] += sum(container.is_running for container in containers)
+        for (name, _), containers in self.containers.items():
+            running[name] += sum(container.is_running for container in containers)
         return running
 
     def containers_of(self, preview: Preview) -> list[Container]:
@@ -60,20 +62,23 @@ class EngineListing:
         return self.containers.get((preview.engine, preview.session_id), [])
 
 
-def engines_list(engine_urls: Iterable[str]) -> EngineListing:
-    """List every engine once; an engine that fails is recorded, the others still listed."""
+def engines_list(names: Iterable[str], reach: EngineReach) -> EngineListing:
+    """List every engine once, all at once; an engine that fails is recorded, the others
+    still listed."""
     listing = EngineListing()
+    names = set(names) - {""}
+    configured = engines()
+    for name in sorted(names - set(configured)):
+        listing.unreachable[name] = f"engine {name} is not in PREVIEW_ENGINES"
     containers: dict[tuple[str, int | None], list[Container]] = defaultdict(list)
-    for url in sorted(set(engine_urls)):
-        try:
-            listed = engine(url).containers(deployment_labels())
-        except EngineError as exc:
-            logger.error("engine %s: %s", url, exc)
-            listing.unreachable[url] = str(exc)
+    for name, listed in reach.list(sorted(names & set(configured))).items():
+        if isinstance(listed, EngineError):
+            logger.error("engine %s: %s", name, listed)
+            listing.unreachable[name] = str(listed)
             continue
-        listing.reached.append(url)
+        listing.reached.append(name)
         for container in listed:
-            containers[url, container.session_pk].append(container)
+            containers[name, container.session_pk].append(container)
     listing.containers = dict(containers)
     return listing
 
@@ -83,14 +88,14 @@ def orphans_find(listing: EngineListing, *, known: set[int], now: datetime) -> l
     older than ORPHAN_MIN_AGE_MINUTES (an open may still be recording its own); containers
     labelled kosuke.keep=true are never orphans. Sessions in `known` exist: only the
     others are looked up."""
-    unknown = {pk for _url, pk in listing.containers if pk is not None and pk not in known}
+    unknown = {pk for _name, pk in listing.containers if pk is not None and pk not in known}
     live = known
     if unknown:
         live = known | set(ChatSession.objects.filter(pk__in=unknown).values_list("pk", flat=True))
     young = now - timedelta(minutes=settings.ORPHAN_MIN_AGE_MINUTES)
     return [
         container
-        for (_url, session_pk), containers in listing.containers.items()
+        for (_name, session_pk), containers in listing.containers.items()
         if session_pk not in live
         for container in containers
         if not container.is_kept and not (container.created_at and container.created_at > young)
@@ -114,7 +119,7 @@ def previews_past_retention(
     }
     cutoff = now - timedelta(hours=settings.PREVIEW_RETENTION_HOURS)
     stopped_long_ago = Preview.objects.filter(
-        session_id__in={session_pk for _url, session_pk in idle},
+        session_id__in={session_pk for _name, session_pk in idle},
         state=PreviewState.STOPPED,
         stopped_at__lt=cutoff,
     ).order_by("stopped_at")
@@ -130,16 +135,11 @@ def sessions_running_elsewhere(listing: EngineListing, *, known: set[int]) -> se
     started outside the system, or their preview was stored as stopped by mistake."""
     return {
         session_pk
-        for (_url, session_pk), containers in listing.containers.items()
+        for (_name, session_pk), containers in listing.containers.items()
         if session_pk is not None
         and session_pk not in known
         and any(container.is_running for container in containers)
     }
-
-
-def orphan_remove(container: Container) -> None:
-    """Remove a container no session owns (stopping it first); one already gone is fine."""
-    engine(container.engine_url).remove(container.id)
 
 
 @dataclass(frozen=True)

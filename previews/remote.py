@@ -1,8 +1,9 @@
 """The web side of preview work: ask a worker and wait for its reply.
 
-Only workers reach the Docker engine (in compose they alone mount the socket), so the web
-process hands an action to `previews.request` and waits, bounded by
-PREVIEW_REQUEST_TIMEOUT_SECONDS.
+Only an engine's workers reach it (in compose they alone mount its socket), so the web
+process hands an action to `previews.request` on the queue of the preview's engine
+(previews.placement) and waits, bounded by PREVIEW_REQUEST_TIMEOUT_SECONDS. A preview
+whose containers no engine holds is answered here: there is nothing to ask.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from django.conf import settings
 from chat.models import ChatSession
 from kosuke.database import connection_give_back
 from kosuke.errors import ApplicationError
-from previews.services import PreviewAction
+from previews.placement import preview_engine
+from previews.schemas import PreviewOut
+from previews.services import PreviewAction, PreviewStatus, preview_row
 from previews.tasks import preview_request_task
 
 
@@ -22,9 +25,13 @@ def preview_ask(*, session: ChatSession, action: PreviewAction, actor: str = "")
 
     Raises ApplicationError with the worker's answer, or 503 when no worker answers.
     """
+    engine = preview_engine(session, placing=action == PreviewAction.OPEN)
+    if not engine:  # no containers anywhere: stopped, whatever was asked
+        status = PreviewStatus(preview_row(session, engine=""), containers=[])
+        return PreviewOut.from_status(status).model_dump(mode="json")
     timeout = settings.PREVIEW_REQUEST_TIMEOUT_SECONDS
     result = preview_request_task.apply_async(
-        kwargs={"session_pk": session.pk, "action": action.value, "actor": actor},
+        kwargs={"session_pk": session.pk, "action": action.value, "actor": actor, "engine": engine},
         expires=timeout,
     )
     connection_give_back()
@@ -32,8 +39,8 @@ def preview_ask(*, session: ChatSession, action: PreviewAction, actor: str = "")
         reply = result.get(timeout=timeout)
     except ReplyTimeout:
         raise ApplicationError(
-            f"no worker answered within {timeout:.0f} s; previews need a running worker "
-            "(celery -A kosuke worker)",
+            f"no worker of engine {engine} answered within {timeout:.0f} s; its previews "
+            f"need a running worker (celery -A kosuke worker -Q engine.{engine})",
             status=503,
         ) from None
     finally:

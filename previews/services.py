@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import activity_record
+from cleanup.metrics import metrics_preview_started
 from kosuke.errors import ApplicationError
 from previews.engine import Container, EngineError, engine
+from previews.engines import default_engine_name
 from previews.lifecycle import (
     StopOutcome,
     preview_claim_stop,
@@ -51,10 +53,14 @@ class PreviewStatus:
         return bool(running) and all(container.is_kept for container in running)
 
 
-def _preview_for(session: ChatSession) -> Preview:
-    preview, _created = Preview.objects.get_or_create(
-        session=session, defaults={"engine": engine().url}
-    )
+def preview_row(session: ChatSession, *, engine: str | None = None) -> Preview:
+    """The session's preview, created stopped if it has none. One whose containers no
+    engine holds is recorded on `engine` (default: the first configured) when given one."""
+    engine = default_engine_name() if engine is None else engine
+    preview, _created = Preview.objects.get_or_create(session=session, defaults={"engine": engine})
+    if not preview.engine and engine:
+        Preview.objects.filter(pk=preview.pk, engine="").update(engine=engine)
+        preview.refresh_from_db(fields=["engine"])
     return preview
 
 
@@ -63,7 +69,9 @@ def container_name(session: ChatSession) -> str:
     return f"kosuke-preview-{settings.PREVIEW_MANAGED_BY}-{session.pk}"
 
 
-def preview_open(*, session: ChatSession, now: datetime | None = None) -> Preview:
+def preview_open(
+    *, session: ChatSession, engine_name: str | None = None, now: datetime | None = None
+) -> Preview:
     """Make the session's preview run: create its container, or start the stopped one again.
 
     Opening counts as activity, so a reopened preview gets a fresh idle period. When
@@ -72,7 +80,7 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
     """
     now = now or timezone.now()
     activity_record(session=session, now=now)
-    preview = _preview_for(session)
+    preview = preview_row(session, engine=engine_name)
     was_running = preview.state == PreviewState.RUNNING
     claimed = preview.transition(
         from_states=[PreviewState.STOPPED, PreviewState.FAILED, PreviewState.RUNNING],
@@ -87,11 +95,15 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
             )
         return preview  # another request is starting it
 
+    created = False
+
     def to_start() -> list[str]:
+        nonlocal created
         preview_engine = engine(preview.engine)
         containers = preview_engine.containers(preview_labels_of(session))
         if containers:
             return [container.id for container in containers if not container.is_running]
+        created = True
         return [
             preview_engine.create(
                 name=container_name(session),
@@ -110,6 +122,8 @@ def preview_open(*, session: ChatSession, now: datetime | None = None) -> Previe
         started_at=preview.started_at if was_running and preview.started_at else now,
         start_detail=preview.start_detail if was_running else "opened",
     )
+    if not was_running:
+        metrics_preview_started(preview.engine, created=created)
     return preview
 
 
@@ -150,20 +164,27 @@ def preview_stop(
     )
 
 
-def preview_status(*, session: ChatSession, now: datetime | None = None) -> PreviewStatus:
+def preview_status(
+    *, session: ChatSession, engine_name: str | None = None, now: datetime | None = None
+) -> PreviewStatus:
     """The preview and its containers as the engine sees them now (the row is reconciled)."""
-    preview = _preview_for(session)
-    containers = engine(preview.engine).containers(preview_labels_of(session))
+    preview = preview_row(session, engine=engine_name)
+    containers = (
+        engine(preview.engine).containers(preview_labels_of(session)) if preview.engine else []
+    )
     return PreviewStatus(preview_reconcile(preview, containers, now=now), containers)
 
 
-def preview_act(*, session: ChatSession, action: PreviewAction, actor: str = "") -> PreviewStatus:
-    """Do what a person asked of the preview and return its status.
+def preview_act(
+    *, session: ChatSession, action: PreviewAction, actor: str = "", engine: str | None = None
+) -> PreviewStatus:
+    """Do what a person asked of the preview and return its status; one not placed yet
+    goes to `engine` (default: the first configured).
 
     A stop while the preview is starting is refused (409) rather than silently dropped.
     """
     if action == PreviewAction.OPEN:
-        preview_open(session=session)
+        preview_open(session=session, engine_name=engine)
     elif action == PreviewAction.STOP:
         outcome = preview_stop(
             session=session, reason=StopReason.MANUAL, detail=f"stopped by {actor}"
@@ -173,4 +194,4 @@ def preview_act(*, session: ChatSession, action: PreviewAction, actor: str = "")
                 "the preview is being started or stopped right now; try again in a moment",
                 status=409,
             )
-    return preview_status(session=session)
+    return preview_status(session=session, engine_name=engine)

@@ -174,16 +174,19 @@ def operator(client):
 
 @pytest.fixture
 def worker(transactional_db, previews_on_docker):
-    """A real Celery worker in this process (threads), consuming every queue from Redis."""
+    """A real Celery worker in this process (threads), consuming every queue from Redis: the
+    sweeps' and those of the engines tests configure."""
     from celery.contrib.testing.worker import start_worker
 
     from kosuke.celery import app
+    from previews.engines import engine_queue
+    from tests.engines import TEST_ENGINES
 
     with start_worker(
         app,
         pool="threads",
         concurrency=4,
-        queues=["sweeps", "stops", "previews"],
+        queues=["sweeps", *(engine_queue(name) for name in TEST_ENGINES)],
         perform_ping_check=False,
         shutdown_timeout=60,
     ) as running_worker:

@@ -18,7 +18,7 @@ import yaml
 from tests.production.compose import compose_command
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_SERVICES = {"web", "worker", "stops", "beat", "flower"}
+APP_SERVICES = {"web", "worker", "engine-local", "beat", "flower"}
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +54,49 @@ def test_app_services_wait_for_healthy_stores_and_the_migrations(compose):
         assert depends["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_only_the_workers_mount_the_docker_socket(compose):
+def test_only_the_engines_workers_mount_the_docker_socket(compose):
     mounting = {
         name
         for name, service in compose["services"].items()
         if any("docker.sock" in str(volume) for volume in service.get("volumes", []))
     }
-    assert mounting == {"worker", "stops"}
-    assert all(compose["services"][name]["group_add"] for name in mounting)
+    assert mounting == {"engine-local"}
+    engine = compose["services"]["engine-local"]
+    assert engine["group_add"]
+    assert engine["environment"]["DOCKER_HOST"] == "unix:///var/run/docker.sock"
+    # The sweeps worker reaches the engine through engine-local's queue alone.
+    worker = compose["services"]["worker"]
+    assert "group_add" not in worker
+    assert "DOCKER_HOST" not in (worker.get("environment") or {})
 
 
-def test_the_stops_run_on_threads_and_the_sweeps_on_processes(compose):
-    stops = compose["services"]["stops"]["command"]
-    assert stops[stops.index("-Q") + 1] == "stops"
-    assert stops[stops.index("-P") + 1] == "threads"
-    assert stops[stops.index("-c") + 1] == "${STOPS_CONCURRENCY:-100}"
+def test_in_development_too_only_the_engines_worker_mounts_the_socket():
+    dev = yaml.safe_load((ROOT / "docker-compose.dev.yml").read_text())
+    mounting = {
+        name
+        for name, service in dev["services"].items()
+        if any("docker.sock" in str(volume) for volume in service.get("volumes", []))
+    }
+    assert mounting == {"engine-local"}
+    # It names services of the production file only (an override of a service gone, such
+    # as the old `stops`, would start a service of its own).
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(dev["services"]) <= set(compose["services"])
+
+
+def test_the_engines_worker_runs_on_threads_and_the_sweeps_on_processes(compose):
+    engine = compose["services"]["engine-local"]["command"]
+    assert engine[engine.index("-Q") + 1] == "engine.local"
+    assert engine[engine.index("-P") + 1] == "threads"
+    assert engine[engine.index("-c") + 1] == "${ENGINE_CONCURRENCY:-100}"
+    assert engine[engine.index("-n") + 1] == "engine-local@%h"
+    # Its health check pings the worker by the name it was given.
+    assert "engine-local@$$HOSTNAME" in " ".join(
+        compose["services"]["engine-local"]["healthcheck"]["test"]
+    )
     worker = compose["services"]["worker"]["command"]
-    assert worker[worker.index("-Q") + 1] == "sweeps,previews"
+    assert worker[worker.index("-Q") + 1] == "sweeps"
+    assert "-P" not in worker
 
 
 def test_shutdowns_have_time_for_a_warm_stop(compose):
@@ -137,3 +163,16 @@ def test_compose_accepts_the_files(tmp_path, files):
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_the_run_command_runs_one_engine_worker_per_engine(tmp_path, monkeypatch):
+    from kosuke import dev
+
+    monkeypatch.setattr(dev, "STATE_DIR", tmp_path)
+
+    procfile = dev._procfile(["a", "b"]).read_text().splitlines()
+
+    names = [line.split(":", 1)[0] for line in procfile if not line.startswith("#")]
+    assert names == ["web", "worker", "engine-a", "engine-b", "beat", "flower"]
+    engine_b = next(line for line in procfile if line.startswith("engine-b:"))
+    assert "-Q engine.b -P threads -c $ENGINE_CONCURRENCY -n engine-b@%h" in engine_b

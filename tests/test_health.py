@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from kosuke.health import BEAT_HEARTBEAT_KEY, engine_report_now
+from kosuke.health import BEAT_HEARTBEAT_KEY, engine_reports_record, engines_report_now
 from kosuke.redis_client import redis_client
 from previews.engine import engine_at
 
@@ -28,7 +28,7 @@ def test_healthz_answers_whatever_the_host(client):
 
 
 def test_readyz_is_200_when_everything_answers(client, previews_on_docker):
-    engine_report_now()  # what a worker does when it starts (and each sweep does)
+    engines_report_now(["local"])  # what a worker does when it starts (and each sweep does)
 
     response = client.get("/readyz")
 
@@ -40,12 +40,32 @@ def test_readyz_is_200_when_everything_answers(client, previews_on_docker):
         "redis": True,
         "docker": True,
     }
+    assert body["checks"]["docker"]["engines"] == {"local": "up"}
+
+
+def test_readyz_stays_ready_while_one_engine_is_up_and_names_the_one_down(client, settings):
+    settings.PREVIEW_ENGINES = "a=unix:///run/a.sock,b=unix:///run/b.sock"
+    engine_reports_record(reached=["a"], unreachable={"b": "no worker of engine b answered"})
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    engines = response.json()["checks"]["docker"]["engines"]
+    assert engines == {"a": "up", "b": "down: no worker of engine b answered"}
+
+    engine_reports_record(reached=[], unreachable={"a": "engine a unreachable"})
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    error = response.json()["checks"]["docker"]["error"]
+    assert "engine a down: engine a unreachable" in error
+    assert "engine b down: no worker of engine b answered" in error
 
 
 def test_readyz_names_an_unreachable_docker_engine(client, settings, tmp_path):
     settings.DOCKER_HOST = f"unix://{tmp_path}/docker.sock"
     engine_at.cache_clear()
-    engine_report_now()  # what a worker does when it starts (and each sweep does)
+    engines_report_now(["local"])  # what a worker does when it starts (and each sweep does)
 
     response = client.get("/readyz")
 
@@ -89,7 +109,7 @@ def test_readyz_names_a_database_that_is_down(tmp_path):
 
 
 def test_the_web_healthcheck_command_lists_each_dependency(previews_on_docker, capsys):
-    engine_report_now()
+    engines_report_now(["local"])
     call_command("healthcheck", "web")
 
     out = capsys.readouterr().out
@@ -118,11 +138,12 @@ def test_readyz_says_when_no_worker_reported_on_the_engine(client):
 
     assert response.status_code == 503
     assert response.json()["down"] == ["docker"]
-    assert "no worker reported on the Docker engine" in response.json()["checks"]["docker"]["error"]
+    error = response.json()["checks"]["docker"]["error"]
+    assert "engine local down: no worker reported on it" in error
 
 
 def test_an_old_engine_report_does_not_count(client, settings, previews_on_docker, monkeypatch):
-    engine_report_now()
+    engines_report_now(["local"])
     monkeypatch.setattr("kosuke.health.time.time", lambda: time.monotonic() + 10**10)
 
     assert client.get("/readyz").json()["down"] == ["docker"]
@@ -132,7 +153,7 @@ def test_an_engine_report_older_than_two_intervals_and_a_docker_timeout_does_not
     client, settings, previews_on_docker, monkeypatch
 ):
     settings.CLEANUP_INTERVAL_SECONDS, settings.DOCKER_TIMEOUT_SECONDS = 5, 3
-    engine_report_now()
+    engines_report_now(["local"])
     reported_at = time.time()
     monkeypatch.setattr("kosuke.health.time.time", lambda: reported_at + 12.5)
     assert client.get("/readyz").json()["down"] == []

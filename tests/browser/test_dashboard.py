@@ -158,3 +158,23 @@ def test_a_sweep_started_from_the_page_shows_its_decisions_live_and_can_be_cance
     page.goto("/ops/runs/")
     assert f"/ops/runs/{run.pk}/" in page.inner_html("table.runs")
     _shot(page, "runs")
+
+
+def test_the_engines_card_shows_each_engine_with_its_room_and_one_down(browser, settings):
+    from kosuke.health import engine_reports_record
+
+    settings.PREVIEW_ENGINES = "a=unix:///run/a.sock?capacity=300,b=unix:///run/b.sock?capacity=100"
+    engine_reports_record(
+        reached=["a"],
+        unreachable={"b": "no worker of engine b answered within 35 s"},
+        running={"a": 0},
+    )
+    page = _log_in(browser)
+
+    rows = page.locator("#card-engines tbody tr")
+    assert rows.count() == 2
+    first, second = rows.nth(0).inner_text(), rows.nth(1).inner_text()
+    assert first.startswith("a") and "reachable" in first and "0 / 300" in first
+    assert second.startswith("b") and "unreachable" in second and "0 / 100" in second
+    assert "no worker of engine b answered" in second
+    _shot(page, "engines")

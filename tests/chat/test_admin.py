@@ -88,5 +88,5 @@ def test_preview_actions_need_the_change_permission(alice, client, settings, act
     )
 
     assert response.status_code == 200
-    assert redis_client().llen("previews") == 0  # nothing was asked of a worker
+    assert redis_client().llen("engine.local") == 0  # nothing was asked of a worker
     assert not Preview.objects.filter(session=session).exists()

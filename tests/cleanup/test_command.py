@@ -21,6 +21,7 @@ from previews.engine import engine
 from previews.models import Preview
 from tests.builders import database_url_for_processes, session_with_running_preview
 from tests.engine_proxy import EngineProxy
+from tests.engines import engines_configure
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,10 +57,11 @@ def test_json_prints_one_object(previews_on_docker, alice):
     assert (summary["found"], summary["stopped"], summary["skipped"]) == (1, 0, 1)
 
 
-def test_it_exits_1_when_a_stop_fails(previews_on_docker, alice, tmp_path):
+def test_it_exits_1_when_a_stop_fails(previews_on_docker, alice, tmp_path, settings):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
     proxy = EngineProxy(tmp_path / "docker.sock", engine().url)
-    Preview.objects.filter(session=session).update(engine=proxy.url)
+    engines_configure(settings, proxy=proxy.url)
+    Preview.objects.filter(session=session).update(engine="proxy")
     proxy.fail(b"/stop", times=10)
     try:
         with pytest.raises(SystemExit) as exit_:

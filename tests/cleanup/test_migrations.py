@@ -4,28 +4,16 @@ keeping what operators saw."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrations import migrate_to, migrate_to_latest
 
 BEFORE = [("cleanup", "0001_initial")]
 AFTER = [("cleanup", "0002_counts_from_decisions")]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def _migrate_to_latest():
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
 @pytest.mark.django_db(transaction=True)
 def test_deferred_rows_become_a_count_and_undecided_previews_their_own_number():
-    apps = _migrate(BEFORE)
+    apps = migrate_to(BEFORE)
     Run = apps.get_model("cleanup", "CleanupRun")
     Decision = apps.get_model("cleanup", "StopDecision")
     run = Run.objects.create(
@@ -53,8 +41,8 @@ def test_deferred_rows_become_a_count_and_undecided_previews_their_own_number():
             outcome_detail="could not stop" if outcome == "failed" else "",
         )
 
-    _migrate(AFTER)
-    _migrate_to_latest()  # to read the run through today's model
+    migrate_to(AFTER)
+    migrate_to_latest()  # to read the run through today's model
 
     from cleanup.models import CleanupRun
 

@@ -402,7 +402,7 @@ def test_metrics_report_the_database_and_the_counters(settings, previews_on_dock
     session_with_running_preview(alice, session_id="idle", idle_for=td(hours=1))
     session_with_running_preview(alice, session_id="busy", idle_for=td(seconds=10))
     stopped = chat_session_create(alice, session_id="old")
-    Preview.objects.create(session=stopped, state=PreviewState.STOPPED, engine="unix:///x.sock")
+    Preview.objects.create(session=stopped, state=PreviewState.STOPPED, engine="")
     from cleanup.stops import stop_inline
 
     sweep(trigger=CleanupRun.Trigger.COMMAND, dispatch=stop_inline)
@@ -418,8 +418,11 @@ def test_metrics_report_the_database_and_the_counters(settings, previews_on_dock
     assert "kosuke_cleanup_sweep_duration_seconds_count 1.0" in lines
     assert "kosuke_cleanup_stops_pending 0.0" in lines
     assert "kosuke_cleanup_paused 0.0" in lines
-    assert any(
-        line.startswith("kosuke_engine_up{engine=") and line.endswith(" 1.0") for line in lines
+    assert 'kosuke_engine_up{engine="local"} 1.0' in lines
+    assert 'kosuke_preview_starts_total{engine="local",kind="created"} 2.0' in lines
+    assert 'kosuke_engine_previews_running{engine="local"} 1.0' in lines
+    assert (
+        f'kosuke_engine_capacity{{engine="local"}} {settings.PREVIEW_ENGINE_CAPACITY:.1f}' in lines
     )
 
 

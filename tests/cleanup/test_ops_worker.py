@@ -97,7 +97,7 @@ def test_cancel_leaves_the_stops_that_have_not_begun_and_lets_the_others_finish(
 
 def test_retry_stops_what_failed_once_the_engine_is_back(worker, alice, staff_api, engine_proxy):
     failing = session_with_running_preview(alice, session_id="failing", idle_for=td(hours=1))
-    Preview.objects.filter(session=failing).update(engine=engine_proxy.url)
+    Preview.objects.filter(session=failing).update(engine="proxy")
     engine_proxy.fail(b"/stop", times=4)  # the first try and its three retries
 
     sweep_task.delay().get(timeout=30)

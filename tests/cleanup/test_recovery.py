@@ -69,7 +69,7 @@ def test_a_stop_handed_out_is_marked_queued_unless_its_task_gave_up_first(
 
     stop_enqueue(decision, take_over=True)  # the next sweep hands it out again
     assert handout_states([decision.pk]) == {decision.pk: QUEUED}
-    assert redis_client().llen("stops") == 2  # both messages reached the broker
+    assert redis_client().llen("engine.local") == 2  # both messages reached the broker
 
 
 def test_a_stop_still_queued_is_not_handed_out_again(previews_on_docker, alice):

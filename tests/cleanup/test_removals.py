@@ -58,6 +58,7 @@ def test_a_preview_stopped_longer_than_the_retention_is_removed_and_reopens_fres
     assert removal.reason == "stopped 25 h ago, longer than the retention (24 h)"
     preview = Preview.objects.get(session=session)
     assert (preview.state, preview.last_stop_reason) == ("stopped", "inactive")  # its stop
+    assert preview.engine == ""  # no engine holds it now: its next open is placed afresh
 
     preview_open(session=session)
     (fresh,) = _containers(previews_on_docker, session.pk)

@@ -58,7 +58,7 @@ def test_a_stop_that_keeps_failing_is_reported_once_with_task_and_queue(
     sentry_events, worker, alice, engine_proxy
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
-    Preview.objects.filter(session=session).update(engine=engine_proxy.url)
+    Preview.objects.filter(session=session).update(engine="proxy")
     engine_proxy.fail(b"/stop", times=1000)
 
     sweep_task.delay().get(timeout=30)
@@ -69,7 +69,7 @@ def test_a_stop_that_keeps_failing_is_reported_once_with_task_and_queue(
     decision = StopDecision.objects.get()
     assert decision.outcome == "failed"
     tags = event["tags"]
-    assert tags["queue"] == "stops"
+    assert tags["queue"] == "engine.proxy"
     assert tags["task_id"]
     assert tags["retries"] == "3"
     assert tags["session"] == "proj-1/s"

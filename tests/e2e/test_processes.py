@@ -6,16 +6,10 @@ tests arrange rows, let the schedule run, and watch the database and the engine.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta as td
-from pathlib import Path
 
-import pytest
 from django.conf import settings
 
 from chat.models import ChatSession
@@ -23,91 +17,10 @@ from cleanup.models import StopDecision
 from cleanup.tasks import sweep_task
 from previews.engine import engine
 from previews.models import Preview, PreviewState
-from tests.builders import database_url_for_processes, session_with_running_preview
+from tests.builders import session_with_running_preview
 from tests.polling import wait_for
 from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 from tests.procfile import procfile_command
-
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = [sys.executable, "-m", "celery", "-A", "kosuke"]
-
-
-class Processes:
-    """Starts processes in their own process groups and makes sure they all end."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]):
-        self.log_dir, self.env, self.started = log_dir, env, []
-
-    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-        process = subprocess.Popen(
-            [*CELERY, *args],
-            cwd=cwd,
-            env={**self.env, "PYTHONPATH": str(ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.started.append((name, process))
-        return process
-
-    def worker(self, name: str) -> subprocess.Popen:
-        return self.start(
-            name,
-            "worker",
-            "-Q",
-            "sweeps,stops,previews",
-            "-c",
-            "2",
-            "-n",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-        )
-
-    def beat(self, name: str) -> subprocess.Popen:
-        schedule = self.log_dir / f"{name}-schedule"
-        return self.start(name, "beat", "-s", str(schedule), "--loglevel", "INFO")
-
-    def kill(self, process: subprocess.Popen) -> None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for _, process in self.started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for _name, process in self.started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {name}\n{(self.log_dir / f'{name}.log').read_text(errors='replace')[-3000:]}"
-            for name, _ in self.started
-        )
-
-
-@pytest.fixture
-def processes(transactional_db, previews_on_docker, tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_processes(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DOCKER_HOST": engine().url,
-        "PREVIEW_IMAGE": settings.PREVIEW_IMAGE,
-        "PREVIEW_MANAGED_BY": settings.PREVIEW_MANAGED_BY,
-        "PREVIEW_STOP_TIMEOUT_SECONDS": "6",
-        "CLEANUP_INTERVAL_SECONDS": "2",
-        "CELERY_VISIBILITY_TIMEOUT_SECONDS": "10",
-    }
-    running = Processes(tmp_path, env)
-    yield running
-    running.stop_all()
-    print(running.logs())
 
 
 def _state(session: ChatSession) -> str:
@@ -238,9 +151,11 @@ def _procfile_celery_args(name: str, **variables: str) -> list[str]:
     return procfile_command(name, **variables).split()[3:]
 
 
-def test_the_stops_worker_stops_many_previews_at_once_on_few_connections(
+def test_the_engine_worker_stops_many_previews_at_once_on_few_connections(
     processes, alice, previews_on_docker, settings
 ):
+    """The Procfile's `engine` process (engine `local`'s worker: threads) and `worker`
+    (the sweeps, which reach the engine only through engine.local's queue)."""
     settings.PREVIEW_IMAGE = preview_image_build(
         previews_on_docker, tag="kosuke-preview-stubborn:latest", command=IGNORE_SIGTERM
     )
@@ -249,7 +164,10 @@ def test_the_stops_worker_stops_many_previews_at_once_on_few_connections(
         session_with_running_preview(alice, session_id=f"s{n}", idle_for=td(hours=1))
         for n in range(6)
     ]
-    processes.start("stops", *_procfile_celery_args("stops", STOPS_CONCURRENCY="8"))
+    processes.start(
+        "engine",
+        *_procfile_celery_args("engine", KOSUKE_ENGINE="local", ENGINE_CONCURRENCY="8"),
+    )
     processes.start("worker", *_procfile_celery_args("worker"))  # the sweeps
     sweep_task.delay()
 
@@ -269,8 +187,13 @@ def test_the_stops_worker_stops_many_previews_at_once_on_few_connections(
     assert {_state(session) for session in sessions} == {"stopped"}
 
     def stops_logged() -> int:
-        log = (processes.log_dir / "stops.log").read_text()
-        return len(re.findall(r"queue=stops session=\S+ msg=\"stop \S+: stopped", log))
+        log = (processes.log_dir / "engine.log").read_text()
+        return len(re.findall(r"queue=engine\.local session=\S+ msg=\"stop \S+: stopped", log))
 
     wait_for(lambda: stops_logged() == len(sessions), timeout=10, what="the stops logged")
-    assert "concurrency: 8 (thread)" in (processes.log_dir / "stops.log").read_text()
+    engine_log = (processes.log_dir / "engine.log").read_text()
+    assert "concurrency: 8 (thread)" in engine_log
+    assert "engine-local@" in engine_log  # the name the Procfile gives it
+    # The sweeps worker stopped nothing itself: every stop ran on the engine's worker.
+    worker_log = (processes.log_dir / "worker.log").read_text()
+    assert not re.search(r"msg=\"stop \S+: stopped", worker_log)

@@ -1,5 +1,6 @@
 """The README's first command, ./scripts/run, on embedded PostgreSQL and Redis: it comes
-up, serves the API, runs worker, beat and Flower, and Ctrl-C stops every process."""
+up, serves the API, runs the sweeps worker, the engine's worker, beat and Flower, and
+Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class RunCommand:
         env = {
             key: value
             for key, value in os.environ.items()
-            if key not in ("DATABASE_URL", "REDIS_URL")
+            # One engine, `local` at DOCKER_HOST: the workers the test expects.
+            if key not in ("DATABASE_URL", "REDIS_URL", "PREVIEW_ENGINES")
         }
         self.env = {
             **env,
@@ -95,6 +97,15 @@ class RunCommand:
         self.process.wait(timeout=90)
 
 
+def _workers_queues(flower: str, auth: tuple[str, str]) -> dict[str, list[str]]:
+    """The workers Flower sees, by the name before `@`, with the queues each consumes."""
+    workers = requests.get(f"{flower}/api/workers?refresh=1", auth=auth, timeout=10).json()
+    return {
+        name.split("@")[0]: sorted(queue["name"] for queue in info.get("active_queues") or [])
+        for name, info in workers.items()
+    }
+
+
 def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -129,18 +140,15 @@ def test_the_run_command_brings_the_system_up_and_down(run_command):
     )
     assert created.status_code == 201, created.text
     assert wait_for(lambda: _status(f"{flower}/api/workers"), timeout=60, what="Flower") == 401
+    # Two workers, each on its queues: the sweeps (celery@) and engine local's (engine-local@,
+    # the Procfile's `engine` process once per engine).
     wait_for(
         lambda: (
-            {
-                name.split("@")[0]
-                for name in requests.get(
-                    f"{flower}/api/workers?refresh=1", auth=flower_auth, timeout=10
-                ).json()
-            }
-            == {"celery", "stops"}
+            _workers_queues(flower, flower_auth)
+            == {"celery": ["sweeps"], "engine-local": ["engine.local"]}
         ),
         timeout=60,
-        what="both workers (celery@, stops@) in Flower",
+        what="both workers (celery@ on sweeps, engine-local@ on engine.local) in Flower",
     )
     sweeps = wait_for(
         lambda: [

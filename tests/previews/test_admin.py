@@ -66,4 +66,6 @@ def test_an_engine_failure_is_reported_per_session(worker, alice, operator, sett
         engine_at.cache_clear()
 
     [message] = _messages(response)
-    assert message.startswith(f"proj-1/sess-1: Docker engine unreachable at {settings.DOCKER_HOST}")
+    assert message.startswith(
+        f"proj-1/sess-1: Docker engine local unreachable at {settings.DOCKER_HOST}"
+    )

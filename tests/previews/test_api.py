@@ -144,7 +144,7 @@ def test_an_unreachable_engine_is_a_503_that_says_where(
 
     assert response.status_code == 503
     assert response.json()["error"].startswith(
-        f"Docker engine unreachable at {settings.DOCKER_HOST}"
+        f"Docker engine local unreachable at {settings.DOCKER_HOST}"
     )
     assert Preview.objects.get().state == "failed"
 
@@ -166,4 +166,4 @@ def test_without_a_worker_the_api_says_so(alice, alice_api, settings):
     response = alice_api.post(PREVIEW)
 
     assert response.status_code == 503
-    assert response.json()["error"].startswith("no worker answered within 1 s")
+    assert response.json()["error"].startswith("no worker of engine local answered within 1 s")

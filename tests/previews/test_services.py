@@ -11,9 +11,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from kosuke.errors import ApplicationError
-from previews.engine import Engine, EngineError, engine
+from previews.engine import Engine, EngineError, engine, engine_at
+from previews.engines import EngineConfig
 from previews.lifecycle import StopOutcome
 from previews.models import Preview, PreviewState, StopReason
+from previews.reach import EnginesDirect
 from previews.reconcile import (
     EngineListing,
     engines_list,
@@ -53,11 +55,29 @@ def test_opening_creates_one_labelled_running_container(previews_on_docker, sess
         "kosuke.project_id": "proj-1",
         "kosuke.session_id": "sess-1",
         "kosuke.managed_by": settings.PREVIEW_MANAGED_BY,
+        "kosuke.engine": "local",
     }
     assert container.attrs["HostConfig"]["Memory"] == settings.PREVIEW_MEMORY_MB * 1024 * 1024
     preview.refresh_from_db()
     assert preview.state == PreviewState.RUNNING
-    assert preview.engine == engine().url
+    assert preview.engine == "local"
+
+
+def test_an_engine_s_labels_and_network_mode_go_on_its_containers(
+    previews_on_docker, session, settings
+):
+    url = engine().url
+    settings.PREVIEW_ENGINES = f"edge={url}?network=none&label=zone:b&label=tier:free"
+    engine_at.cache_clear()
+
+    preview = preview_open(session=session)
+
+    [container] = _containers(previews_on_docker, session)
+    assert container.status == "running"
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    labels = container.labels
+    assert (labels["zone"], labels["tier"], labels["kosuke.engine"]) == ("b", "free", "edge")
+    assert preview.engine == "edge"
 
 
 def test_opening_counts_as_activity(previews_on_docker, session):
@@ -207,8 +227,11 @@ def test_a_missing_image_fails_the_start_with_a_permanent_error(
 def test_an_unreachable_engine_says_where_it_looked(tmp_path):
     missing = f"unix://{tmp_path}/docker.sock"
 
-    with pytest.raises(EngineError, match=f"Docker engine unreachable at {missing}") as failure:
-        Engine(missing).containers({"kosuke.type": "preview"})
+    config = EngineConfig("gone", missing, capacity=1)
+    with pytest.raises(
+        EngineError, match=f"Docker engine gone unreachable at {missing}"
+    ) as failure:
+        Engine(config).containers({"kosuke.type": "preview"})
 
     assert not failure.value.permanent
 
@@ -289,7 +312,7 @@ def test_reconciling_many_rows_writes_each_kind_of_change_once(previews_on_docke
     owner = user_create("bulk")
     sessions = [chat_session_create(owner, session_id=f"s{n}") for n in range(5)]
     for session in sessions:
-        Preview.objects.create(session=session, state=PreviewState.RUNNING, engine=engine().url)
+        Preview.objects.create(session=session, state=PreviewState.RUNNING, engine="local")
     Preview.objects.filter(session=sessions[0]).update(state=PreviewState.FAILED)
     previews = list(Preview.objects.select_related("session").order_by("pk"))
     listing = EngineListing(containers={})  # none of them has a container any more
@@ -354,7 +377,7 @@ def test_a_failed_preview_found_running_again_forgets_its_old_error(previews_on_
         state=PreviewState.FAILED, last_error="engine unreachable at 14:02"
     )
     preview.refresh_from_db()
-    listing = engines_list([preview.engine])
+    listing = engines_list([preview.engine], EnginesDirect())
 
     previews_reconcile([preview], listing, now=timezone.now())
 

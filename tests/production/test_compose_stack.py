@@ -35,7 +35,7 @@ from tests.production.compose import (
 PROJECT = "compose-smoke"
 FLOWER_USER, FLOWER_PASSWORD = "ops", secrets.token_urlsafe(12)
 STOP_TIMEOUT_SECONDS = 8
-APP_SERVICES = ("web", "worker", "stops", "beat", "flower")
+APP_SERVICES = ("web", "worker", "engine-local", "beat", "flower")
 
 
 @pytest.fixture(scope="module")
@@ -173,15 +173,22 @@ def test_the_web_is_ready_once_the_stores_are_up_and_migrated(stack):
 
 
 def test_beat_and_the_workers_stop_an_idle_preview(stack, api, docker_client):
-    # The worker runs as uid 10001 and reaches the engine through the socket's group.
-    identity = stack.compose("exec", "-T", "worker", "id").strip()
+    # The engine's worker runs as uid 10001 and reaches the engine through the socket's
+    # group; the sweeps worker has no socket at all.
+    identity = stack.compose("exec", "-T", "engine-local", "id").strip()
     assert "uid=10001(kosuke)" in identity
     assert re.search(rf"groups=.*\b{stack.settings['DOCKER_GID']}\b", identity), identity
+    assert "uid=10001(kosuke)" in stack.compose("exec", "-T", "worker", "id")
+    socket_check = "test -e /var/run/docker.sock && echo mounted || echo none"
+    assert stack.compose("exec", "-T", "worker", "sh", "-c", socket_check).strip() == "none"
 
     preview = preview_running(api, "idle")
     (container,) = preview["containers"]
     assert docker_client.containers.get(container["id"]).status == "running"
-    assert re.search(r"queue=previews msg=\"Task previews\.request\[", stack.logs("worker"))
+    # People's preview requests run on the engine's worker.
+    assert re.search(
+        r"queue=engine\.local msg=\"Task previews\.request\[", stack.logs("engine-local")
+    )
 
     session_age(stack, "idle")
 
@@ -191,9 +198,13 @@ def test_beat_and_the_workers_stop_an_idle_preview(stack, api, docker_client):
             and answer
         ),
         timeout=60,
-        what="beat's sweep and the stops worker to stop the idle preview",
+        what="beat's sweep and the engine's worker to stop the idle preview",
     )
-    assert re.search(r"queue=stops session=\S+ msg=\"stop \S+/idle: stopped", stack.logs("stops"))
+    assert re.search(r"queue=sweeps ", stack.logs("worker"))  # the sweeps decide
+    assert re.search(
+        r"queue=engine\.local session=\S+ msg=\"stop \S+/idle: stopped",
+        stack.logs("engine-local"),
+    )
     assert stopped["last_stop_reason"] == "inactive"
     assert docker_client.containers.get(container["id"]).status == "exited"
     decisions = stack.sql(
@@ -217,7 +228,7 @@ def test_the_admin_serves_its_static_files(stack):
         assert content
 
 
-def test_flower_answers_behind_basic_auth_and_lists_the_worker(stack):
+def test_flower_answers_behind_basic_auth_and_lists_the_workers(stack):
     status, _headers, _content = wait_for(
         lambda: (answer := stack.request("GET", f"{stack.flower}/api/workers"))[0] and answer,
         timeout=60,
@@ -228,16 +239,28 @@ def test_flower_answers_behind_basic_auth_and_lists_the_worker(stack):
 
     credentials = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
 
-    def workers() -> dict:
+    def workers_queues() -> dict[str, list[str]]:
+        """The workers Flower lists, by the name before `@`, with the queues they consume."""
         status, _headers, content = stack.request(
             "GET",
             f"{stack.flower}/api/workers?refresh=1",
             headers={"Authorization": f"Basic {credentials}"},
         )
-        return status == 200 and json.loads(content)
+        if status != 200:
+            return {}
+        return {
+            name.split("@")[0]: sorted(queue["name"] for queue in info.get("active_queues") or [])
+            for name, info in json.loads(content).items()
+        }
 
-    listed = wait_for(workers, timeout=60, what="Flower to list a worker", every=1)
-    assert any(name.startswith("celery@") for name in listed), listed
+    # The sweeps worker (celery@) and engine local's (engine-local@), each on its queue.
+    expected = {"celery": ["sweeps"], "engine-local": ["engine.local"]}
+    wait_for(
+        lambda: workers_queues() == expected,
+        timeout=60,
+        what=f"Flower to list both workers: {expected}",
+        every=1,
+    )
 
 
 def test_every_service_becomes_healthy(stack, docker_client):
@@ -257,7 +280,7 @@ def test_every_service_becomes_healthy(stack, docker_client):
     TIMINGS["every service healthy"] = elapsed(stack.started)
 
 
-def test_compose_stop_lets_the_stops_worker_finish_the_stop_in_flight(stack, api, docker_client):
+def test_compose_stop_lets_the_engine_worker_finish_the_stop_in_flight(stack, api, docker_client):
     preview = preview_running(api, "in-flight")
     (container,) = preview["containers"]
     session_age(stack, "in-flight")
@@ -271,20 +294,20 @@ def test_compose_stop_lets_the_stops_worker_finish_the_stop_in_flight(stack, api
     stopping = time.monotonic()
     stack.compose("stop", timeout=420)
     TIMINGS["docker compose stop (from its start)"] = elapsed(stopping)
-    # The stops worker waited for the engine's stop timeout to run out, SIGTERM ignored.
+    # The engine's worker waited for the engine's stop timeout to run out, SIGTERM ignored.
     assert time.monotonic() - stopping >= STOP_TIMEOUT_SECONDS / 2
 
-    stops = docker_client.containers.list(
+    engine_worker = docker_client.containers.list(
         all=True,
         filters={
             "label": [
                 f"com.docker.compose.project={stack.name}",
-                "com.docker.compose.service=stops",
+                "com.docker.compose.service=engine-local",
             ]
         },
     )[0]
-    assert stops.attrs["State"]["ExitCode"] == 0, stack.logs("stops")[-3000:]
-    logs = stack.logs("stops")
+    logs = stack.logs("engine-local")
+    assert engine_worker.attrs["State"]["ExitCode"] == 0, logs[-3000:]
     # The stop finished after the warm shutdown began: it was in flight when SIGTERM came.
     assert logs.index("Warm shutdown") < logs.index(f"stop {PROJECT}/in-flight: stopped")
     assert docker_client.containers.get(container["id"]).status == "exited"
