@@ -57,7 +57,7 @@ class FakeEngine:
 
             def handle_error(self, request, client_address) -> None:
                 # A client that closed its connection before the answer (about one stop in
-                # a hundred, with two stops workers; not understood yet): the benchmarks
+                # a hundred, with two engine workers; not understood yet): the benchmarks
                 # count what every stop settled as, so nothing is hidden by staying quiet.
                 if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
                     super().handle_error(request, client_address)

@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000, help="stopped sessions")
     parser.add_argument("--stops", type=int, default=1000, help="previews made idle")
     parser.add_argument("--stop-seconds", type=float, default=10, help="each stop's time")
-    parser.add_argument("--workers", type=int, default=8, help="stops worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="engine worker processes (each serving every engine)"
+    )
     parser.add_argument("--sweeps", type=int, default=3, help="timed sweeps (median)")
     args = parser.parse_args()
 

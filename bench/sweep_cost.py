@@ -80,7 +80,7 @@ def main() -> None:
             "dry-run": (timedelta(hours=2), {"dispatch": stop_enqueue, "dry_run": True}),
         }
         for case, (quiet, options) in cases.items():
-            ChatSession.objects.filter(preview__engine=fake.url).update(
+            ChatSession.objects.filter(preview__engine="local").update(
                 last_activity_at=timezone.now() - quiet
             )
             timings = []

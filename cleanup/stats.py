@@ -104,13 +104,13 @@ def _running_previews(now: datetime) -> dict:
     by_level = dict.fromkeys(ActivityLevel.values, 0)
     by_engine: Counter[str] = Counter()
     overdue, overdue_seconds = 0, 0.0
-    for session_pk, engine_url, started_at, last_activity_at, idle_minutes, busy_until in rows:
+    for session_pk, engine, started_at, last_activity_at, idle_minutes, busy_until in rows:
         left = viewer_has_left(
             last_seen_at=last_seen[session_pk], started_at=started_at, now=now, policy=policy
         )
         threshold = timedelta(minutes=idle_minutes) if idle_minutes else policy.threshold
         by_level[activity_level(now - last_activity_at, threshold=threshold, viewer_left=left)] += 1
-        by_engine[engine_url] += 1
+        by_engine[engine] += 1
         due = stop_due(
             Snapshot(
                 preview_state=PreviewState.RUNNING,
@@ -133,16 +133,17 @@ def _running_previews(now: datetime) -> dict:
 
 
 def _engines(running_by_engine: Counter[str]) -> list[dict]:
-    """Each engine configured, reported on or named by a running preview: reachable (a
-    worker of it answered lately), containers it runs (as last listed), previews the
-    database says run there and how many it may run (None: not in PREVIEW_ENGINES)."""
+    """Each engine configured or named by a preview not stopped: reachable (a worker of it
+    answered lately), containers it runs (as last listed), previews the database says run
+    there and how many it may run (None: not in PREVIEW_ENGINES). Reports on engines
+    neither configured nor named any more (renamed, taken out) are left out."""
     try:
         reports = engine_reports()
     except redis.RedisError as exc:
         logger.warning("statistics: engine reports unavailable: %s", exc)
         reports = {}
     configured = engines()
-    named = (set(reports) | set(running_by_engine)) - {""}
+    named = set(running_by_engine) - {""}
     engines_seen = [*configured, *sorted(named - set(configured))]
     rows = []
     for name in engines_seen:

@@ -126,11 +126,12 @@ def _engines_list_and_report(names: set[str], reach: EngineReach) -> EngineListi
     tell the health reports what each showed: the sweep is what keeps /readyz, placement
     and the statistics current."""
     listing = engines_list(names | set(engines()), reach)
-    engine_reports_record(
-        reached=listing.reached,
-        unreachable=listing.unreachable,
-        running=listing.running_by_engine(),
-    )
+    if reach.records_health:
+        engine_reports_record(
+            reached=listing.reached,
+            unreachable=listing.unreachable,
+            running=listing.running_by_engine(),
+        )
     return listing
 
 
@@ -194,17 +195,23 @@ def _stop_decisions(
 
 
 def _removals(
-    run: CleanupRun, listing: EngineListing, live: set[int], now: datetime, reach: EngineReach
+    run: CleanupRun,
+    listing: EngineListing,
+    live_engines: dict[int, str],
+    now: datetime,
+    reach: EngineReach,
 ) -> list[StopDecision]:
-    """Remove the containers no session owns (orphans) and those of previews stopped for
+    """Remove the containers no preview owns (orphans) and those of previews stopped for
     longer than the retention, at most CLEANUP_REMOVALS_PER_SWEEP (orphans first, then
-    longest stopped); returns a settled decision for each (a dry run removes nothing)."""
+    longest stopped); returns a settled decision for each (a dry run removes nothing).
+    `live_engines`: the engine of each preview read as not stopped."""
     room = settings.CLEANUP_REMOVALS_PER_SWEEP
     oldest_first = sorted(
-        orphans_find(listing, known=live, now=now),
+        orphans_find(listing, live_engines=live_engines, now=now),
         key=lambda container: container.created_at or now,
     )
     orphans = oldest_first[:room]
+    live = set(live_engines)
     retired = previews_past_retention(listing, live=live, now=now)[: room - len(orphans)]
     decisions, removals = [], []
     for container in orphans:
@@ -214,7 +221,7 @@ def _removals(
                 project_id=container.project_id[:64],
                 session_id=container.session_id[:64],
                 stop_reason=StopReason.ORPHAN,
-                reason=f"container {container.name} on {container.engine} belongs to no session",
+                reason=f"container {container.name} on {container.engine} belongs to no preview",
                 containers=[{"id": container.id, "kept": False}],
             )
         )
@@ -408,8 +415,8 @@ def _sweep(
     due_now = _stops_due(verdicts.to_stop, pending, run.batch_size)
     decisions = _stop_decisions(run, due_now, now)
     if session_pks is None:
-        live = {preview.session_id for preview in previews}
-        decisions += _removals(run, listing, live, now, reach)
+        live_engines = {preview.session_id: preview.engine for preview in previews}
+        decisions += _removals(run, listing, live_engines, now, reach)
     if lock_lost.is_set():  # another sweep may be deciding now: leave it to that one
         raise RuntimeError("the sweep lost its lock before recording its decisions")
     StopDecision.objects.bulk_create(decisions)

@@ -1,4 +1,4 @@
-"""Database connections of the web process and the stops worker, which come from a pool
+"""Database connections of the web process and the engine workers, which come from a pool
 (kosuke.settings, kosuke.celery)."""
 
 from __future__ import annotations

@@ -201,7 +201,9 @@ CLEANUP_INTERVAL_SECONDS = env.int("CLEANUP_INTERVAL_SECONDS", default=60)
 CLEANUP_BATCH_SIZE = env.int("CLEANUP_BATCH_SIZE", default=10_000)
 # Stops handed out and not yet settled on one engine at most: a sweep hands out more only as
 # earlier ones settle, so a backlog waits in the database, decided afresh, not in a queue.
-CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE = env.int("CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE", default=200)
+# At most ENGINE_CONCURRENCY (the default matches it): stops then never queue on the
+# engine's queue ahead of people's requests and the sweep's list calls.
+CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE = env.int("CLEANUP_STOPS_IN_FLIGHT_PER_ENGINE", default=100)
 # After the last viewer left, wait this long for a reconnect before stopping.
 CLEANUP_GRACE_SECONDS = env.int("CLEANUP_GRACE_SECONDS", default=30)
 # Stop any preview running longer than this, whatever its activity; 0 turns it off.

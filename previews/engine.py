@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import docker
 import docker.errors
@@ -31,6 +30,7 @@ LABEL_MANAGED_BY = "kosuke.managed_by"
 LABEL_SESSION_PK = "kosuke.session_pk"
 LABEL_KEEP = "kosuke.keep"
 LABEL_ENGINE = "kosuke.engine"
+_LABELS_READ = {LABEL_PROJECT, LABEL_SESSION, LABEL_SESSION_PK, LABEL_KEEP, LABEL_ENGINE}
 
 
 class EngineError(Exception):
@@ -80,15 +80,18 @@ class Container:
         label = self.labels.get(LABEL_SESSION_PK, "")
         return int(label) if label.isdigit() else None
 
-    def as_json(self) -> dict[str, Any]:
-        """The container as a task's reply carries it (see `from_json`)."""
-        created_at = self.created_at.isoformat() if self.created_at else None
-        return {**asdict(self), "created_at": created_at}
+    def as_json(self) -> list:
+        """The container as a task's reply carries it, compact (a sweep's list call carries
+        thousands): the labels this project reads, the engine left to the reply."""
+        labels = {key: value for key, value in self.labels.items() if key in _LABELS_READ}
+        created_at = self.created_at.timestamp() if self.created_at else None
+        return [self.id, self.name, self.state, labels, created_at]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Container:
-        created_at = data.get("created_at")
-        return cls(**{**data, "created_at": created_at and datetime.fromisoformat(created_at)})
+    def from_json(cls, data: list, *, engine: str) -> Container:
+        container_id, name, state, labels, created_at = data
+        created = datetime.fromtimestamp(created_at, UTC) if created_at is not None else None
+        return cls(container_id, name, state, labels, engine, created)
 
 
 def deployment_labels() -> dict[str, str]:

@@ -175,7 +175,7 @@ def preview_stop_claimed(
     preview_engine = engine(preview.engine)
     failures: list[EngineError] = []
     # A stop may wait its whole stop timeout on Docker: its database connection is not
-    # held meanwhile (the stops worker runs tens of them on a few pooled connections).
+    # held meanwhile (an engine worker runs tens of them on a few pooled connections).
     connection_give_back()
     began = time.monotonic()
     try:

@@ -14,7 +14,7 @@ from django.db.models import Count
 
 from chat.models import ChatSession
 from kosuke.errors import ApplicationError
-from kosuke.health import engine_reports, engine_up
+from kosuke.health import engine_report_fresh, engine_reports, engine_up
 from previews.engines import EngineConfig, engine_config, engines
 from previews.models import Preview, PreviewState
 
@@ -33,13 +33,14 @@ def engines_free() -> dict[str, int]:
 
 
 def engine_place() -> EngineConfig:
-    """The engine a new preview goes to: the most free capacity among the engines up
-    (among all, while none has reported yet). ApplicationError 503 when all are full or
-    down, saying which."""
+    """The engine a new preview goes to: the most free capacity among the engines a fresh
+    report says are up (among all, while no report is fresh: nothing is known then, and
+    the request itself says if the engine's workers do not answer). ApplicationError 503
+    when all are full or down, saying which."""
     configured = engines()
     reports = engine_reports()
-    reported = any(reports.get(name) for name in configured)
-    up = [name for name in configured if engine_up(reports.get(name)) or not reported]
+    known = any(engine_report_fresh(reports.get(name, {})) for name in configured)
+    up = [name for name in configured if engine_up(reports.get(name)) or not known]
     if not up:
         raise ApplicationError(
             f"no Docker engine is up to run the preview ({', '.join(configured)} down); "

@@ -55,6 +55,10 @@ def removal_carry_out(removal: Removal) -> str:
 
 
 class EngineReach(Protocol):
+    # Whether what it sees of the engines goes into their health reports (/readyz,
+    # placement): not from a one-off command run where some engines' sockets are not.
+    records_health: bool
+
     def list(self, names: list[str]) -> dict[str, list[Container] | EngineError]: ...
 
     def remove(self, removals: list[Removal]) -> list[str | EngineError]: ...
@@ -62,6 +66,9 @@ class EngineReach(Protocol):
 
 class EnginesDirect:
     """This process calls the engines itself."""
+
+    def __init__(self, *, records_health: bool = True):
+        self.records_health = records_health
 
     def list(self, names: list[str]) -> dict[str, list[Container] | EngineError]:
         listed: dict[str, list[Container] | EngineError] = {}
@@ -89,6 +96,8 @@ class EnginesThroughWorkers:
     worker running the sweep consumes their queues too) are called directly: waiting on
     itself, a worker of one process would never get the reply."""
 
+    records_health = True
+
     def __init__(self, served_here: Iterable[str] = ()):
         self.served_here = set(served_here)
 
@@ -102,7 +111,8 @@ class EnginesThroughWorkers:
             if isinstance(reply, EngineError):
                 listed[name] = reply
             else:
-                listed[name] = [Container.from_json(data) for data in reply["containers"]]
+                containers = reply["containers"]
+                listed[name] = [Container.from_json(data, engine=name) for data in containers]
         return {name: listed[name] for name in names}
 
     def remove(self, removals: list[Removal]) -> list[str | EngineError]:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from chat.heartbeat_cache import stop_inputs_changed
 from chat.models import ChatSession
-from previews.engine import Container, EngineError
+from previews.engine import LABEL_ENGINE, Container, EngineError
 from previews.engines import engines
 from previews.models import ALLOWED_TRANSITIONS, Preview, PreviewState, StopReason
 from previews.reach import EngineReach
@@ -83,22 +83,36 @@ def engines_list(names: Iterable[str], reach: EngineReach) -> EngineListing:
     return listing
 
 
-def orphans_find(listing: EngineListing, *, known: set[int], now: datetime) -> list[Container]:
-    """Containers of this deployment whose session is gone (deleted, or never known), once
-    older than ORPHAN_MIN_AGE_MINUTES (an open may still be recording its own); containers
-    labelled kosuke.keep=true are never orphans. Sessions in `known` exist: only the
-    others are looked up."""
-    unknown = {pk for _name, pk in listing.containers if pk is not None and pk not in known}
-    live = known
-    if unknown:
-        live = known | set(ChatSession.objects.filter(pk__in=unknown).values_list("pk", flat=True))
+def orphans_find(
+    listing: EngineListing, *, live_engines: dict[int, str], now: datetime
+) -> list[Container]:
+    """Containers of this deployment no preview owns, once older than
+    ORPHAN_MIN_AGE_MINUTES (an open may still be recording its own): their session is gone
+    (deleted, or never known), or this engine created them (their kosuke.engine label)
+    and their preview has since moved to another engine or to none. Containers labelled
+    kosuke.keep=true are never orphans. `live_engines`: the engine of each preview read as
+    not stopped; the other sessions are looked up (one query)."""
+    others = {pk for _name, pk in listing.containers if pk is not None and pk not in live_engines}
+    owners = dict(live_engines)
+    if others:
+        rows = ChatSession.objects.filter(pk__in=others).values_list("pk", "preview__engine")
+        owners |= {pk: engine or "" for pk, engine in rows}
     young = now - timedelta(minutes=settings.ORPHAN_MIN_AGE_MINUTES)
+
+    def unowned(container: Container, name: str, session_pk: int | None) -> bool:
+        owner = owners.get(session_pk)
+        if owner is None:  # the session is gone
+            return True
+        # The same engine may be named twice: only a container this name made is left over.
+        return owner != name and container.labels.get(LABEL_ENGINE) == name
+
     return [
         container
-        for (_name, session_pk), containers in listing.containers.items()
-        if session_pk not in live
+        for (name, session_pk), containers in listing.containers.items()
         for container in containers
-        if not container.is_kept and not (container.created_at and container.created_at > young)
+        if unowned(container, name, session_pk)
+        and not container.is_kept
+        and not (container.created_at and container.created_at > young)
     ]
 
 

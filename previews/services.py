@@ -194,4 +194,8 @@ def preview_act(
                 "the preview is being started or stopped right now; try again in a moment",
                 status=409,
             )
-    return preview_status(session=session, engine_name=engine)
+    # Only an open places a preview: a status or a stop read just before a removal after
+    # the retention must not pin its old engine again.
+    return preview_status(
+        session=session, engine_name=engine if action == PreviewAction.OPEN else ""
+    )

@@ -33,3 +33,15 @@ def test_the_procfile_workers_consume_the_sweeps_and_their_engines_queue():
     worker = _procfile_worker_options("worker")
     assert worker["queues"] == ["sweeps"]
     assert engines_served(worker["queues"]) == []
+
+
+def test_a_task_called_with_an_engine_goes_to_that_engine_s_queue():
+    from kosuke.celery import route_to_engine
+
+    stop = {"decision_id": 1, "engine": "b"}
+    assert route_to_engine("cleanup.stop_preview", (), stop, {}) == {"queue": "engine.b"}
+    assert route_to_engine("cleanup.sweep", (), {"trigger": "beat"}, {}) is None  # default
+    assert app.amqp.router.route({}, "cleanup.stop_preview", kwargs=stop)["queue"].name == (
+        "engine.b"
+    )
+    assert app.amqp.router.route({}, "cleanup.sweep", kwargs={})["queue"].name == "sweeps"

@@ -15,8 +15,10 @@ from cleanup.sweep import sweep
 from previews.engine import engine, preview_labels
 from previews.lifecycle import preview_containers_remove
 from previews.models import Preview, PreviewState
+from previews.reach import EnginesThroughWorkers
 from previews.services import preview_open
 from tests.builders import chat_session_create, session_with_running_preview
+from tests.engines import engines_configure
 from tests.preview_image import preview_image_build
 
 pytestmark = pytest.mark.django_db
@@ -109,3 +111,47 @@ def test_a_preview_reopened_since_it_was_read_keeps_its_containers(previews_on_d
     container.reload()
     assert container.status == "running"
     assert Preview.objects.get(session=session).state == PreviewState.RUNNING
+
+
+def test_a_container_left_behind_when_its_preview_moved_engines_is_an_orphan(
+    previews_on_docker, alice, settings
+):
+    settings.ORPHAN_MIN_AGE_MINUTES = 0
+    # The real engine under a second name: what `local` made, `also` lists too, and keeps.
+    engines_configure(settings, also=engine().url)
+    moved = session_with_running_preview(alice, session_id="moved", idle_for=td(minutes=1))
+    stays = session_with_running_preview(alice, session_id="stays", idle_for=td(minutes=1))
+    # Its engine was taken out meanwhile, and it was placed afresh on another.
+    Preview.objects.filter(session=moved).update(engine="elsewhere")
+
+    _sweep()
+
+    assert _containers(previews_on_docker, moved.pk) == []
+    (orphan,) = StopDecision.objects.filter(stop_reason="orphan")
+    assert (orphan.session_id, orphan.outcome) == ("moved", "stopped")
+    assert "belongs to no preview" in orphan.reason
+    assert [c.status for c in _containers(previews_on_docker, stays.pk)] == ["running"]
+
+
+def test_removals_go_through_the_engine_s_workers(worker, alice, settings):
+    settings.ORPHAN_MIN_AGE_MINUTES = 0
+    session = session_with_running_preview(alice, session_id="s", idle_for=td(hours=2))
+    _sweep()  # stops it
+    Preview.objects.filter(session=session).update(stopped_at=timezone.now() - td(hours=25))
+    gone = chat_session_create(alice, session_id="gone")
+    labels = preview_labels(session_pk=gone.pk, project_id="proj-1", session_id="gone")
+    engine().create(name=f"kosuke-orphan-{gone.pk}", labels=labels, environment={})
+    gone_pk = gone.pk
+    gone.delete()
+
+    # As the sweeps worker does: it reaches no engine; the worker serving engine.local lists
+    # it and removes what the sweep decided, each reply awaited.
+    run = sweep(
+        trigger=CleanupRun.Trigger.BEAT, dispatch=stop_inline, reach=EnginesThroughWorkers()
+    )
+
+    removals = {d.stop_reason: (d.outcome, d.outcome_detail) for d in run.decisions.all()}
+    assert removals == {"orphan": ("stopped", "removed"), "retention": ("stopped", "removed")}
+    assert _containers(engine().client, session.pk) == []
+    assert _containers(engine().client, gone_pk) == []
+    assert Preview.objects.get(session=session).engine == ""

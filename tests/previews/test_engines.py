@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -108,6 +109,18 @@ def test_an_engine_down_gets_no_new_previews(db, two_engines, alice):
     with pytest.raises(ApplicationError, match="no Docker engine is up") as refused:
         engine_place()
     assert refused.value.status == 503
+
+
+def test_with_no_fresh_report_every_engine_may_take_a_new_preview(
+    db, two_engines, alice, monkeypatch
+):
+    # Beat or the sweeps worker stopped for a while: the reports went stale, the engines
+    # did not go down. The request itself says if an engine's workers do not answer.
+    engine_reports_record(reached=["a"], unreachable={"b": "unreachable"})
+    later = time.time() + 10**6
+    monkeypatch.setattr("kosuke.health.time.time", lambda: later)
+
+    assert engine_place().name == "b"
 
 
 def test_a_full_platform_answers_503_and_records_nothing(db, two_engines, alice):

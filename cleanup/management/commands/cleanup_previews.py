@@ -23,6 +23,7 @@ from cleanup.stops import stop_inline
 from cleanup.sweep import sweep
 from cleanup.tasks import sweep_task
 from kosuke.errors import ApplicationError
+from previews.reach import EnginesDirect
 
 COMMAND_ACTOR = Actor(name=f"{getpass.getuser()} (manage.py)")
 
@@ -136,6 +137,8 @@ class Command(BaseCommand):
             dry_run=options["dry_run"],
             session_pks={session.pk} if session else None,
             concurrency=options["concurrency"],
+            # Run wherever an operator is: an engine it cannot reach from here is not down.
+            reach=EnginesDirect(records_health=False),
         )
         if run is None:
             raise CommandError("another sweep is running right now; try again in a moment")
