@@ -3,7 +3,9 @@
 The second `dockerd` runs with `--bridge=none` (two engines on one machine would fight
 over docker0), so its previews run with `network_mode=none` (PREVIEW_ENGINES says so).
 Each engine worker is given the other engine's URL pointing nowhere: a worker that touched
-an engine it does not serve would fail.
+an engine it does not serve would fail. One engine's worker is killed twice: before a
+sweep (its previews wait, undecided, the other engine's stop) and in the middle of its
+stops (they are carried out once it is back).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from previews.services import PreviewAction
 from tests.builders import chat_session_create
 from tests.e2e.processes import Processes
 from tests.polling import wait_for
-from tests.preview_image import preview_image_build
+from tests.preview_image import IGNORE_SIGTERM, preview_image_build
 from tests.procfile import procfile_command
 
 NOWHERE = "unix:///nonexistent/docker.sock"
@@ -38,14 +40,16 @@ NOWHERE = "unix:///nonexistent/docker.sock"
 @pytest.fixture
 def second_engine(previews_on_docker, preview_image, settings):
     """A Docker client of the second engine (KOSUKE_SECOND_DOCKER_HOST; .ci/run starts
-    one), with the preview image; its containers of this run go afterwards."""
+    one), with the preview image; its containers of this run go afterwards. There the
+    image's server ignores SIGTERM: each stop takes the whole stop timeout, so a worker
+    can die in the middle of one."""
     url = os.environ.get("KOSUKE_SECOND_DOCKER_HOST")
     if not url:
         message = "no second Docker engine: set KOSUKE_SECOND_DOCKER_HOST (.ci/run starts one)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     client = docker.DockerClient(base_url=url, timeout=30)
     client.ping()
-    preview_image_build(client, tag=preview_image)
+    preview_image_build(client, tag=preview_image, command=IGNORE_SIGTERM)
     yield client
     label = f"{LABEL_MANAGED_BY}={settings.PREVIEW_MANAGED_BY}"
     for container in client.containers.list(all=True, filters={"label": label}):
@@ -125,18 +129,29 @@ def test_previews_spread_by_capacity_and_each_engine_s_workers_stop_its_own(
     assert engines_state()["one"] == "up"
     assert engines_state()["two"].startswith("down: no worker of engine two answered")
 
-    # Its workers come back: the next sweep stops two's previews as well, nothing lost.
-    _engine_worker(processes, "two", _engines(NOWHERE, second_url))
+    # Its workers come back: the next sweep hands out two's stops; its worker dies again
+    # in the middle of them (each takes the 6 s stop timeout there) and comes back: the
+    # stops it held are carried out after all, once each.
+    worker_two = _engine_worker(processes, "two", _engines(NOWHERE, second_url))
     wait_for(lambda: engines_state()["two"] == "up", timeout=60, what="engine two up again")
     sweep_task.delay()
     wait_for(
-        lambda: StopDecision.objects.filter(outcome="stopped").count() == len(sessions),
+        lambda: Preview.objects.filter(state=PreviewState.STOPPING).count() == len(on_two),
         timeout=60,
-        what="engine two's previews to stop",
+        what="engine two's stops under way",
+        every=0.05,
+    )
+    processes.kill(worker_two)  # SIGKILL, mid-stop
+    assert StopDecision.objects.filter(outcome="pending").count() == len(on_two)
+    _engine_worker(processes, "two", _engines(NOWHERE, second_url))
+    wait_for(
+        lambda: StopDecision.objects.filter(outcome="stopped").count() == len(sessions),
+        timeout=90,
+        what="engine two's stops to be carried out after its worker came back",
     )
     assert {Preview.objects.get(session=s).state for s in sessions} == {PreviewState.STOPPED}
     assert all(c.status == "exited" for s in on_two for c in _containers(second_engine, s))
-    assert StopDecision.objects.exclude(outcome="stopped").count() == 0
+    assert StopDecision.objects.count() == len(sessions)  # each stop decided once
     # Each stop was carried out by the workers of its own engine.
     wait_for(lambda: _stops_logged(processes, "one") == 2, timeout=10, what="one's stops logged")
     wait_for(lambda: _stops_logged(processes, "two") == 3, timeout=10, what="two's stops logged")
