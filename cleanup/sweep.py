@@ -244,21 +244,24 @@ def _removals(
         )
         ids = [container.id for container in containers]
         removals.append(Removal(preview.engine, ids, preview.pk, preview.state_changed_at))
-    outcomes = [] if run.dry_run else reach.remove(removals)
-    for index, decision in enumerate(decisions):
-        outcome, detail = StopDecision.Outcome.DRY_RUN, "dry run: kept"
-        if not run.dry_run:
-            detail = outcomes[index]
-            if isinstance(detail, EngineError):
-                outcome, detail = StopDecision.Outcome.FAILED, str(detail)
-            elif detail == REMOVED:
-                outcome = StopDecision.Outcome.STOPPED
-            else:
-                outcome = StopDecision.Outcome.SKIPPED
+    outcomes = [None] * len(removals) if run.dry_run else reach.remove(removals)
+    for decision, removed in zip(decisions, outcomes, strict=True):
+        decision.outcome, decision.outcome_detail = _removal_outcome(removed)
         decision.level = ActivityLevel.DISCONNECTED
         decision.decided_at = decision.settled_at = now
-        decision.outcome, decision.outcome_detail = outcome, detail
     return decisions
+
+
+def _removal_outcome(removed: str | EngineError | None) -> tuple[str, str]:
+    """A removal's decision outcome and detail from what `reach.remove` said (None: a dry
+    run removed nothing)."""
+    if removed is None:
+        return StopDecision.Outcome.DRY_RUN, "dry run: kept"
+    if isinstance(removed, EngineError):
+        return StopDecision.Outcome.FAILED, str(removed)
+    if removed == REMOVED:
+        return StopDecision.Outcome.STOPPED, removed
+    return StopDecision.Outcome.SKIPPED, removed
 
 
 def sweep(

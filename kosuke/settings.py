@@ -12,7 +12,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from previews.engines import DEFAULT_SOCKET, EngineConfigError, engines_parse
+from previews.engines import DEFAULT_SOCKET, EngineConfigError, engine_queue, engines_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -146,13 +146,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 DOCKER_HOST = env.str("DOCKER_HOST", default="")
 PREVIEW_ENGINES = env.str("PREVIEW_ENGINES", default="")
 PREVIEW_ENGINE_CAPACITY = env.int("PREVIEW_ENGINE_CAPACITY", default=200)
+# Read once here so that a list that cannot be read stops every process at start-up; the
+# code reads it through previews.engines.engines() (tests may change the setting).
 try:
-    PREVIEW_ENGINE_LIST = list(
+    _engine_names = list(
         engines_parse(
             PREVIEW_ENGINES,
             default_url=DOCKER_HOST or DEFAULT_SOCKET,
             default_capacity=PREVIEW_ENGINE_CAPACITY,
-        ).values()
+        )
     )
 except EngineConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -183,7 +185,7 @@ CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 # `engine.<name>`, served by workers started next to it (kosuke.celery.route_to_engine).
 # Declared, so that a plain `celery -A kosuke worker` consumes them all; `-Q` still
 # splits them between workers.
-CELERY_TASK_QUEUES = [Queue("sweeps"), *(Queue(config.queue) for config in PREVIEW_ENGINE_LIST)]
+CELERY_TASK_QUEUES = [Queue("sweeps"), *(Queue(engine_queue(name)) for name in _engine_names)]
 CELERY_TASK_DEFAULT_QUEUE = "sweeps"
 CELERY_TASK_ROUTES = ("kosuke.celery.route_to_engine",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

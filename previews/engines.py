@@ -1,4 +1,5 @@
-"""The Docker engines of this deployment (PREVIEW_ENGINES), and where a new preview goes.
+"""The Docker engines of this deployment (PREVIEW_ENGINES); previews.placement says where
+a new preview goes.
 
 Each engine has a name, which previews record and which names its queue (`engine.<name>`):
 only the workers started next to an engine (`celery -A kosuke worker -Q engine.<name>`,
@@ -54,7 +55,7 @@ def engines_parse(text: str, *, default_url: str, default_capacity: int) -> dict
     `local` at `default_url` when `text` is empty. EngineConfigError says what is wrong."""
     if not text.strip():
         return {DEFAULT_NAME: EngineConfig(DEFAULT_NAME, default_url, default_capacity)}
-    engines: dict[str, EngineConfig] = {}
+    parsed: dict[str, EngineConfig] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
         name, equals, rest = entry.partition("=")
         if not equals or not rest:
@@ -64,7 +65,7 @@ def engines_parse(text: str, *, default_url: str, default_capacity: int) -> dict
                 f"PREVIEW_ENGINES: engine name {name!r} must be lowercase letters, digits "
                 "and dashes (at most 40)"
             )
-        if name in engines:
+        if name in parsed:
             raise EngineConfigError(f"PREVIEW_ENGINES: engine {name!r} is named twice")
         url, _, query = rest.partition("?")
         options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -87,16 +88,16 @@ def engines_parse(text: str, *, default_url: str, default_capacity: int) -> dict
                     f"PREVIEW_ENGINES: engine {name!r}: label {label!r} is not key:value"
                 )
             labels.append((key, value))
-        engines[name] = EngineConfig(
+        parsed[name] = EngineConfig(
             name,
             url,
             int(capacity),
             network=options.get("network", [""])[-1],
             labels=tuple(labels),
         )
-    if not engines:
+    if not parsed:
         raise EngineConfigError("PREVIEW_ENGINES names no engine")
-    return engines
+    return parsed
 
 
 def engines() -> dict[str, EngineConfig]:

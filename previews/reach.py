@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -33,6 +33,16 @@ class Removal:
     container_ids: list[str]
     preview_pk: int | None = None
     stopped_as_read: datetime | None = None
+
+    def task_kwargs(self) -> dict:
+        """As `previews.remove` takes it (JSON; `engine` routes it)."""
+        as_read = self.stopped_as_read.isoformat() if self.stopped_as_read else None
+        return {**asdict(self), "stopped_as_read": as_read}
+
+    @classmethod
+    def from_task_kwargs(cls, **kwargs) -> Removal:
+        as_read = kwargs.pop("stopped_as_read", None)
+        return cls(**kwargs, stopped_as_read=as_read and datetime.fromisoformat(as_read))
 
 
 REMOVED, CHANGED = "removed", "reopened meanwhile: kept"
@@ -118,31 +128,21 @@ class EnginesThroughWorkers:
     def remove(self, removals: list[Removal]) -> list[str | EngineError]:
         from previews.tasks import containers_remove_task
 
-        if any(removal.engine in self.served_here for removal in removals):
-            here = [removal for removal in removals if removal.engine in self.served_here]
-            there = [removal for removal in removals if removal.engine not in self.served_here]
-            outcomes = dict(zip(map(id, here), EnginesDirect().remove(here), strict=True))
-            outcomes |= dict(zip(map(id, there), self.remove(there), strict=True))
-            return [outcomes[id(removal)] for removal in removals]
         sent = [
-            (
-                removal.engine,
-                _send(
-                    containers_remove_task,
-                    engine=removal.engine,
-                    container_ids=removal.container_ids,
-                    preview_pk=removal.preview_pk,
-                    stopped_as_read=(
-                        removal.stopped_as_read.isoformat() if removal.stopped_as_read else None
-                    ),
-                ),
-            )
+            (removal.engine, _send(containers_remove_task, **removal.task_kwargs()))
+            for removal in removals
+            if removal.engine not in self.served_here
+        ]
+        here = [removal for removal in removals if removal.engine in self.served_here]
+        done_here, replies = iter(EnginesDirect().remove(here)), iter(_replies(sent))
+        return [
+            next(done_here) if removal.engine in self.served_here else _outcome(next(replies))
             for removal in removals
         ]
-        return [
-            reply if isinstance(reply, EngineError) else reply["outcome"]
-            for reply in _replies(sent)
-        ]
+
+
+def _outcome(reply: dict | EngineError) -> str | EngineError:
+    return reply if isinstance(reply, EngineError) else reply["outcome"]
 
 
 def _wait_seconds() -> int:

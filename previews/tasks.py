@@ -7,7 +7,6 @@ Replies are plain JSON: errors travel as data (with the HTTP status they answer 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -53,20 +52,9 @@ def engine_list_task(engine: str) -> dict[str, Any]:
 
 
 @shared_task(name="previews.remove", soft_time_limit=120, time_limit=150, acks_late=False)
-def containers_remove_task(
-    engine: str,
-    container_ids: list[str],
-    preview_pk: int | None = None,
-    stopped_as_read: str | None = None,
-) -> dict[str, Any]:
-    """Remove containers from the engine (a sweep's removal; previews.reach.Removal)."""
-    removal = Removal(
-        engine,
-        container_ids,
-        preview_pk,
-        datetime.fromisoformat(stopped_as_read) if stopped_as_read else None,
-    )
+def containers_remove_task(engine: str, **removal: Any) -> dict[str, Any]:
+    """Remove containers from the engine (a sweep's removal: previews.reach.Removal)."""
     try:
-        return {"outcome": removal_carry_out(removal)}
+        return {"outcome": removal_carry_out(Removal.from_task_kwargs(engine=engine, **removal))}
     except EngineError as exc:
         return {"error": str(exc)}
