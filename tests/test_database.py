@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from django.db import connection, transaction
+import asyncio
 
-from kosuke.database import connection_give_back
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+
+from chat import services
+from chat.models import ChatMessage
+from kosuke.database import connection_give_back, database_call
+from tests.builders import chat_session_create, session_address, user_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,3 +34,22 @@ def test_a_transaction_keeps_its_connection():
             cursor.execute("SELECT 1")
         connection_give_back()
         assert connection.connection is not None
+
+
+def test_a_stored_message_is_answered_even_if_its_connection_cannot_be_given_back(
+    monkeypatch, caplog
+):
+    session = chat_session_create(user_create("alice"))
+
+    def fail_to_give_back(self):
+        raise OperationalError("the pool is closed")
+
+    # On the class: database_call runs the work on another thread, with its own wrapper.
+    monkeypatch.setattr(type(connections["default"]), "_close", fail_to_give_back)
+    message = asyncio.run(
+        database_call(services.message_send, content="hello", **session_address(session))
+    )
+    monkeypatch.undo()
+
+    assert ChatMessage.objects.filter(pk=message.pk, content="hello").exists()
+    assert "database connection dropped, not given back: the pool is closed" in caplog.text
