@@ -46,9 +46,10 @@ def test_a_stored_message_is_answered_even_if_its_connection_cannot_be_given_bac
 
     # On the class: database_call runs the work on another thread, with its own wrapper.
     monkeypatch.setattr(type(connections["default"]), "_close", fail_to_give_back)
-    message = asyncio.run(
-        database_call(services.message_send, content="hello", **session_address(session))
-    )
+    with caplog.at_level("WARNING", logger="kosuke.database"):
+        message = asyncio.run(
+            database_call(services.message_send, content="hello", **session_address(session))
+        )
     monkeypatch.undo()
 
     assert ChatMessage.objects.filter(pk=message.pk, content="hello").exists()
